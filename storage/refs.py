@@ -1,0 +1,53 @@
+"""Compare-and-swap of refs under git's own lock files (DESIGN.md §2.5)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from dulwich.file import FileLocked
+from dulwich.objects import ZERO_SHA
+from dulwich.refs import DiskRefsContainer
+
+STALE_LOCK_SECONDS = 30.0  # a ref update holds its lock for milliseconds
+LOCK_WAIT_SECONDS = 60.0
+
+
+def read(refs: DiskRefsContainer, name: bytes) -> bytes | None:
+    try:
+        return refs[name]
+    except KeyError:
+        return None
+
+
+def compare_and_swap(
+    refs: DiskRefsContainer, name: bytes, old: bytes | None, new: bytes | None
+) -> bool:
+    """Move `name` from `old` (None: absent) to `new` (None: delete); False if it moved meanwhile.
+
+    Waits for a lock another writer holds, breaks a lock left by a crash, and
+    retries when `git pack-refs --prune` removes the loose ref under our feet.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            if new is None:
+                return refs.remove_if_equals(name, old if old is not None else ZERO_SHA)
+            return refs.set_if_equals(name, old if old is not None else ZERO_SHA, new)
+        except FileLocked as locked:
+            _break_if_stale(locked.lockfilename)
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ref {name.decode()} stayed locked")
+        time.sleep(random.uniform(0.001, 0.01))
+
+
+def _break_if_stale(lockfile: str) -> None:
+    try:
+        age = time.time() - os.stat(lockfile).st_mtime
+        if age > STALE_LOCK_SECONDS:
+            os.unlink(lockfile)
+    except FileNotFoundError:
+        pass

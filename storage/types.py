@@ -1,0 +1,57 @@
+"""The values and handles the store's API hands out (see store.Store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes
+    subject: str | None  # digest of the manifest's `subject`, for the OCI-Subject header
+
+
+class BlobReader:
+    """An open blob: `size` is the whole blob's length; read() streams from the offset on."""
+
+    size: int
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes; b"" at the end."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class UploadWriter:
+    """An upload opened for appending; one writer per upload at a time."""
+
+    upload_id: str
+    size: int  # bytes received so far
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> UploadWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
