@@ -1,0 +1,314 @@
+"""Fixtures of the end-to-end tests: a real hroot server and real clients, all in temp dirs.
+
+The server is `python -m registry serve` on a free loopback port with its git repository
+in a temp dir; docker talks to a dockerd of its own (own data root, socket and network
+settings that leave the host alone); podman keeps its storage in a temp dir too. Each
+client fixture skips when the client is missing, or fails under HROOT_REQUIRE_E2E=1.
+Every function-scoped use of the server ends with `git fsck` of its repository.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .oci import tagged
+from .tools import free_port, missing, need_module, need_tool, output, run, running
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECORD_SEP = "\x1e"
+
+
+@dataclass
+class Cli:
+    """A command-line client with its fixed leading arguments and environment."""
+
+    argv: list[str | Path]
+    env: dict[str, str] | None = None
+
+    def __call__(
+        self, *args: str | Path, input: bytes | None = None, cwd: Path | None = None
+    ) -> str:
+        """Run the client, which must succeed; return its standard output."""
+        return output(*self.argv, *args, env=self.env, input=input, cwd=cwd)
+
+    def attempt(self, *args: str | Path) -> tuple[int, str]:
+        """Run the client when failing is a legitimate outcome: (exit code, stdout + stderr)."""
+        proc = run(*self.argv, *args, env=self.env, check=False)
+        return proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    parents: list[str]
+    digests: list[str]  # its Manifest-Digest trailers
+
+
+@dataclass
+class Hroot:
+    """A running `python -m registry serve` and the bare git repository it writes."""
+
+    host: str  # 127.0.0.1:PORT
+    data: Path  # the bare git repository
+    log: Path
+    log_mark: int = field(default=0)
+
+    def ref(self, name: str, reference: str) -> str:
+        """`host/name:tag` or `host/name@sha256:…`, as clients write image references."""
+        sep = "@" if ":" in reference else ":"
+        return f"{self.host}/{name}{sep}{reference}"
+
+    def git(self, *args: str | Path) -> str:
+        return output("git", "--git-dir", self.data, *args)
+
+    @staticmethod
+    def branch(name: str) -> str:
+        """The branch of repository `name`, as DESIGN.md §2.1 spells it."""
+        branch = "hroot/" + name.replace("/", "+")
+        return branch + "+" if branch.endswith(".lock") else branch
+
+    def commits(self, name: str) -> list[Commit]:
+        """`git log` of the repository's branch, newest first."""
+        fmt = "%H%x00%P%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x20)%x1e"
+        log = self.git("log", f"--format={fmt}", self.branch(name), "--")
+        commits = []
+        for record in filter(None, (r.strip("\n") for r in log.split(RECORD_SEP))):
+            sha, parents, digests = record.split("\x00")
+            commits.append(Commit(sha, parents.split(), digests.split()))
+        return commits
+
+    def assert_pushed(self, name: str, *digests: str) -> list[Commit]:
+        """Each digest was pushed to `name`: some commit of its branch has it as Manifest-Digest."""
+        commits = self.commits(name)
+        recorded = {d for c in commits for d in c.digests}
+        for digest in digests:
+            assert digest in recorded, (
+                f"no commit on {self.branch(name)} has Manifest-Digest: {digest}\n"
+                + self.git("log", "--format=%H %s%n%b", self.branch(name), "--")
+            )
+        return commits
+
+    def fsck(self) -> None:
+        """`git fsck --full --strict`: no error, no warning (notices about HEAD are fine)."""
+        proc = run("git", "--git-dir", self.data, "fsck", "--full", "--strict", "--no-dangling")
+        complaints = [
+            line
+            for line in (proc.stdout + proc.stderr).decode().splitlines()
+            if line.strip() and not line.startswith("notice:")
+        ]
+        assert not complaints, "git fsck:\n" + "\n".join(complaints)
+
+    def export(self, name: str, dest: Path) -> Path:
+        """`git archive hroot/<name> | tar -x -C dest`: the branch tip as an OCI layout."""
+        archive = run("git", "--git-dir", self.data, "archive", "--format=tar", self.branch(name))
+        dest.mkdir(parents=True, exist_ok=True)
+        run("tar", "-x", "-C", dest, input=archive.stdout)
+        return dest
+
+    def new_log(self) -> str:
+        """What the server logged since the current test began."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_mark)
+            return f.read().decode(errors="replace")[-20000:]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def hroot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hroot]:
+    need_tool("git")
+    root = tmp_path_factory.mktemp("hroot")
+    host = f"127.0.0.1:{free_port()}"
+    server = Hroot(host=host, data=root / "hroot.git", log=root / "server.log")
+    cmd: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "registry",
+        "serve",
+        "--listen",
+        host,
+        "--data",
+        server.data,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with running(
+        cmd,
+        log=server.log,
+        ready=lambda: _answers(f"http://{host}/v2/"),
+        what="hroot server",
+        env=env,
+        cwd=REPO_ROOT,
+    ):
+        yield server
+
+
+@pytest.fixture
+def hroot(hroot_server: Hroot) -> Iterator[Hroot]:
+    """The session's server, for one test: its repository must pass `git fsck` afterwards."""
+    hroot_server.log_mark = hroot_server.log.stat().st_size
+    yield hroot_server
+    hroot_server.fsck()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed e2e test shows what the server logged while it ran."""
+    report = yield
+    server = getattr(item, "funcargs", {}).get("hroot")
+    if report.failed and isinstance(server, Hroot):
+        report.sections.append(("hroot server log", server.new_log()))
+    return report
+
+
+# --- clients ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def busybox() -> Path:
+    """A statically linked busybox: the whole userland of the test images."""
+    path = Path(need_tool("busybox")).resolve()
+    if b"ld-linux" in path.read_bytes()[:4096]:
+        missing("busybox-static", f"{path} is dynamically linked; test images have no libc")
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """`docker` talking to a dockerd of the session's own (CLIENTS.md), stopped by its PID."""
+    dockerd = need_tool("dockerd")
+    cli = Cli([need_tool("docker")])
+    root = tmp_path_factory.mktemp("dockerd")
+    socket = root / "dockerd.sock"
+    cli.env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{socket}",
+        "DOCKER_CONFIG": str(root / "config"),  # `docker manifest` keeps its lists there
+        "DOCKER_BUILDKIT": "0",  # the legacy builder: no buildx, no network
+        "DOCKER_CLI_HINTS": "false",
+    }
+    cmd: list[str | Path] = [
+        dockerd,
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-forward=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        "--data-root",
+        root / "data",
+        "--exec-root",
+        root / "exec",
+        "--pidfile",
+        root / "dockerd.pid",
+        "--host",
+        f"unix://{socket}",
+    ]
+    with running(
+        cmd,
+        log=root / "dockerd.log",
+        what="dockerd",
+        timeout=60,
+        ready=lambda: socket.exists() and cli.attempt("version")[0] == 0,
+    ):
+        yield cli
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> Cli:
+    return Cli([need_tool("skopeo")])
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """podman with its storage in a temp dir (CLIENTS.md); use `--network none` to run."""
+    root = tmp_path_factory.mktemp("podman")
+    return Cli(
+        [
+            need_tool("podman"),
+            "--root",
+            root / "root",
+            "--runroot",
+            root / "run",
+            "--storage-driver",
+            "vfs",
+        ]
+    )
+
+
+@dataclass
+class ImageMaker:
+    """Builds images into OCI layouts with umoci: no daemon, no network."""
+
+    umoci: Cli
+    busybox: Path
+
+    def __call__(
+        self,
+        layout: Path,
+        tag: str,
+        files: dict[str, bytes],
+        arch: str = "amd64",
+        with_busybox: bool = True,
+    ) -> str:
+        """Tag in `layout` an image of busybox plus `files` (one layer each); its digest."""
+        if not (layout / "index.json").exists():
+            self.umoci("init", "--layout", layout)
+        image = f"{layout}:{tag}"
+        self.umoci("new", "--image", image)
+        if with_busybox:
+            self.umoci("insert", "--image", image, self.busybox, "/bin/busybox")
+        staging = layout.with_name(f"{layout.name}.{tag}.files")
+        staging.mkdir()
+        for n, (dest, data) in enumerate(files.items()):
+            source = staging / str(n)
+            source.write_bytes(data)
+            self.umoci("insert", "--image", image, source, dest)
+        self.umoci(
+            "config",
+            "--image",
+            image,
+            "--architecture",
+            arch,
+            "--os",
+            "linux",
+            "--config.cmd",
+            "/bin/busybox",
+            "--config.cmd",
+            "true",
+        )
+        self.umoci("gc", "--layout", layout)
+        return str(tagged(layout, tag)["digest"])
+
+
+@pytest.fixture(scope="session")
+def make_image(busybox: Path) -> ImageMaker:
+    return ImageMaker(Cli([need_tool("umoci")]), busybox)
+
+
+@pytest.fixture(scope="session")
+def oras() -> ModuleType:
+    need_module("oras.client", "oras")
+    import oras.client
+
+    return oras.client
+
+
+@pytest.fixture(scope="session")
+def dxf() -> ModuleType:
+    return need_module("dxf", "python-dxf")
