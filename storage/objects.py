@@ -89,6 +89,8 @@ def write_blob(
                     block = view[start : start + _STORED_MAX]
                     parts += (_stored_block_header(len(block)), block)
                 out.writelines(parts)
+            if read(1):
+                raise SizeInvalid(f"more than {size} bytes")
             if pending is not None:
                 pending.result()
             out.write(_FINAL_BLOCK + adler.to_bytes(4, "big"))

@@ -216,8 +216,10 @@ class Store:
         def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
             taken.clear()
             taken.update(self._referenced_blobs(repo, tree, parsed))
-            index = [d for d in layout.read_index(self._cache, tree) if _keeps(d, digest, tag)]
+            index = layout.read_index(self._cache, tree)
             if tag is not None:
+                index = _untag(index, tag)
+                index = [d for d in index if d["digest"] != str(digest) or tag_of(d) is not None]
                 index.append({**descriptor, "annotations": {layout.TAG_ANNOTATION: tag}})
             elif not any(d["digest"] == str(digest) for d in index):
                 index.append(descriptor)
@@ -271,11 +273,8 @@ class Store:
             found = next((d for d in index if tag_of(d) == tag), None)
             if found is None:
                 raise ManifestUnknown(tag)
-            kept = [d for d in index if d is not found]
-            if not any(d["digest"] == found["digest"] for d in kept):
-                kept.append({k: v for k, v in found.items() if k != "annotations"})
             return _Change(
-                self._trees.layout(tree, kept),
+                self._trees.layout(tree, _untag(index, tag)),
                 f"delete tag {repo}:{tag}",
                 [("Tag", tag), ("Manifest-Digest", found["digest"])],
             )
@@ -430,11 +429,14 @@ class Store:
                 return
 
 
-def _keeps(d: Descriptor, digest: Digest, tag: str | None) -> bool:
-    """Whether an index entry survives pushing `digest` (under `tag`)."""
-    if tag is not None and tag_of(d) == tag:
-        return False  # the tag moves to the new manifest
-    return not (d["digest"] == str(digest) and tag_of(d) is None and tag is not None)
+def _untag(index: list[Descriptor], tag: str) -> list[Descriptor]:
+    """`index` without `tag`; the manifest it named stays, untagged if that was its last tag."""
+    found = [d for d in index if tag_of(d) == tag]
+    kept = [d for d in index if tag_of(d) != tag]
+    for d in found:
+        if not any(k["digest"] == d["digest"] for k in kept):
+            kept.append({key: value for key, value in d.items() if key != "annotations"})
+    return kept
 
 
 def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:
