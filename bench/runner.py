@@ -1,0 +1,98 @@
+"""Runs workloads against both registries in alternation: hroot, Distribution, hroot, …
+
+Both servers of a workload start on fresh data folders and stay up (workloads may
+restart or reset them); a failure on one registry ends that registry's part of the
+workload and is reported, the other carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Mapping
+
+from bench.report import Outcome, WorkloadResult
+from bench.servers import REPO_ROOT, Distribution, Hroot, Server
+from bench.workloads import Workload
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def _attempt(
+    server: Server, outcome: Outcome, step: Awaitable[Mapping[str, float]], timeout: float
+) -> None:
+    """Awaits one step, recording its metrics or, if it fails, the error."""
+    try:
+        metrics = await asyncio.wait_for(step, timeout)
+    except Exception as error:
+        outcome.error = f"{type(error).__name__}: {error}"
+        progress(f"  {server.name} failed: {outcome.error}")
+        return
+    outcome.add(metrics)
+    done = ", ".join(f"{name} {value:.3g}" for name, value in metrics.items())
+    progress(f"  {server.name}: {done or 'ready'}")
+
+
+async def _start_and_prepare(server: Server, workload: Workload) -> Mapping[str, float]:
+    await server.start()
+    return await workload.prepare(server)
+
+
+async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
+    progress(f"workload {workload.number}: {workload.title}: building images")
+    await asyncio.to_thread(workload.build)
+    home = workload.home
+    servers: list[Server] = [Hroot(home / "hroot"), Distribution(home / "distribution")]
+    outcomes = {server.name: Outcome() for server in servers}
+    try:
+        for server in servers:
+            await _attempt(
+                server, outcomes[server.name], _start_and_prepare(server, workload), timeout
+            )
+        for number in range(workload.rounds):
+            progress(f"workload {workload.number} round {number + 1}/{workload.rounds}")
+            for server in servers:
+                if outcomes[server.name].error is None:
+                    await _attempt(
+                        server, outcomes[server.name], workload.run_round(server, number), timeout
+                    )
+    finally:
+        for server in servers:
+            await server.stop()
+            outcomes[server.name].peak_rss = server.peak_rss
+            outcomes[server.name].disk_bytes = server.disk_bytes()
+    shutil.rmtree(home)
+    return WorkloadResult(
+        workload.number, workload.title, workload.rounds, workload.params(), outcomes
+    )
+
+
+async def run(workloads: list[Workload], timeout: float) -> list[WorkloadResult]:
+    return [await run_workload(workload, timeout) for workload in workloads]
+
+
+def _version(command: list[str]) -> str:
+    if shutil.which(command[0]) is None:
+        return "missing"
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    return (done.stdout or done.stderr).strip()
+
+
+def environment() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hroot_commit": _version(["git", "rev-parse", "--short", "HEAD"]),
+        "distribution": _version(["docker-registry", "--version"]),
+        "skopeo": _version(["skopeo", "--version"]),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }

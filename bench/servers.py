@@ -1,0 +1,196 @@
+"""The two registries as processes: start on a free loopback port, wait for an answer, stop.
+
+Each server owns a data folder. `peak_rss` is the highest VmHWM (peak resident set) of
+every process it started, read from /proc just before each stop; `disk_bytes()` is what
+its data folder holds on disk, counted in allocated blocks as `du` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+READY_TIMEOUT = 60.0
+POLL_INTERVAL = 0.005
+STOP_TIMEOUT = 10.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DISTRIBUTION_CONFIG = """\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of a live process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated on disk under path, each inode counted once."""
+    seen: set[int] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class Server:
+    """One registry process at a time over one data folder; a start picks a new port."""
+
+    name: str
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.data = home / "data"
+        self.log = home / "server.log"
+        self.port = 0
+        self.peak_rss = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        home.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise ServerError(f"{self.name} is not running")
+        return self._proc.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    async def start(self, probe: str = "/v2/") -> float:
+        """Starts the process; returns the seconds from spawn to a 200 answer to `probe`."""
+        self.port = free_port()
+        command = self.command()
+        with self.log.open("ab") as log:
+            log.write(f"\n--- {' '.join(command)}\n".encode())
+            log.flush()
+            started = time.perf_counter()
+            self._proc = await asyncio.create_subprocess_exec(
+                *command, cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        try:
+            await self._wait_ready(probe)
+        except BaseException:
+            await self.stop()
+            raise
+        return time.perf_counter() - started
+
+    async def _wait_ready(self, probe: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        async with aiohttp.ClientSession() as session:
+            while True:
+                assert self._proc is not None
+                if self._proc.returncode is not None:
+                    raise ServerError(
+                        f"{self.name} exited with {self._proc.returncode}: {self.log_tail()}"
+                    )
+                try:
+                    async with session.get(self.url + probe) as response:
+                        await response.read()
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"{self.name} gave no 200 to GET {probe} within "
+                        f"{READY_TIMEOUT:.0f} s: {self.log_tail()}"
+                    )
+                await asyncio.sleep(POLL_INTERVAL)
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        self.peak_rss = max(self.peak_rss, vm_hwm(proc.pid))
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def restart(self, probe: str = "/v2/") -> float:
+        """A cold start on the same data; returns the seconds to the first answer to `probe`."""
+        await self.stop()
+        return await self.start(probe)
+
+    async def reset(self) -> None:
+        """Restarts on an empty data folder."""
+        await self.stop()
+        shutil.rmtree(self.data)
+        self.data.mkdir()
+        await self.start()
+
+    def disk_bytes(self) -> int:
+        return disk_usage(self.data)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Hroot(Server):
+    name = "hroot"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "registry",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data",
+            str(self.data),
+        ]
+
+
+class Distribution(Server):
+    name = "distribution"
+
+    def command(self) -> list[str]:
+        config = self.home / "config.yml"
+        config.write_text(DISTRIBUTION_CONFIG.format(data=self.data, port=self.port))
+        return ["docker-registry", "serve", str(config)]

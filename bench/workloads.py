@@ -1,0 +1,384 @@
+"""The seven workloads. Each builds its images once, then times rounds against one server.
+
+A workload's `build()` writes the images it pushes (untimed, shared by both registries);
+`prepare()` runs once per registry after it starts and may return one-off timings;
+`run_round()` returns the timings of one round. Every metric is lower-is-better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import time
+from collections.abc import Awaitable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from bench.clients import ClientError, RegistryClient, registry_client, skopeo_copy
+from bench.images import Image, Layer, Layout, manifest_json
+from bench.report import human_bytes
+from bench.servers import Server
+
+Metrics = dict[str, float]
+T = TypeVar("T")
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+def scaled(value: int, scale: float, minimum: int = 1) -> int:
+    return max(minimum, round(value * scale))
+
+
+async def timed(job: Awaitable[object]) -> float:
+    start = time.perf_counter()
+    await job
+    return time.perf_counter() - start
+
+
+async def bounded(limit: int, jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """Awaits the jobs with at most `limit` in flight; the first failure cancels the rest."""
+    pending = iter(jobs)
+    results: list[T] = []
+
+    async def worker() -> None:
+        for job in pending:
+            results.append(await job)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(limit):
+            group.create_task(worker())
+    return results
+
+
+class Workload:
+    number: int
+    title: str
+    rounds = 3
+    tools: tuple[str, ...] = ()  # programs it runs besides the registries
+
+    def __init__(self, home: Path) -> None:
+        self.home = home  # its images, its servers' folders; removed once it has run
+        self.layout = home / "layout"
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def build(self) -> None:
+        """Writes the images to push; blocking, run once before any server starts."""
+        layout = Layout(self.layout)
+        self.fill(layout)
+        layout.save()
+
+    def fill(self, layout: Layout) -> None:
+        raise NotImplementedError
+
+    async def prepare(self, server: Server) -> Metrics:
+        return {}
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        raise NotImplementedError
+
+
+class SkopeoPushPull(Workload):
+    """skopeo copy oci: → docker:// and back into a fresh oci: folder, on a fresh registry."""
+
+    tools = ("skopeo",)
+
+    def __init__(self, home: Path, number: int, layers: int, layer_size: int) -> None:
+        super().__init__(home)
+        self.number = number
+        self.layers = layers
+        self.layer_size = layer_size
+        self.title = f"skopeo, {layers} layer(s) of {human_bytes(layer_size)} random"
+
+    def params(self) -> dict[str, object]:
+        return {"layers": self.layers, "layer_bytes": self.layer_size}
+
+    def fill(self, layout: Layout) -> None:
+        layout.add_image(
+            "v1", [layout.add_random_layer(self.layer_size, seed) for seed in range(self.layers)]
+        )
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        # skopeo remembers where it pushed each blob and would mount instead of uploading.
+        await server.reset()
+        remote = f"docker://127.0.0.1:{server.port}/bench/image:v1"
+        pulled = self.home / f"pulled-{server.name}"
+        push = await timed(skopeo_copy(f"oci:{self.layout}:v1", remote))
+        pull = await timed(skopeo_copy(remote, f"oci:{pulled}:v1"))
+        shutil.rmtree(pulled)
+        return {"push (s)": push, "pull (s)": pull}
+
+
+class ConcurrentPulls(Workload):
+    number = 3
+    repo = "bench/pulls"
+
+    def __init__(self, home: Path, pulls: int, size: int) -> None:
+        super().__init__(home)
+        self.pulls = pulls
+        self.size = size
+        self.title = f"{pulls} concurrent pulls of a {human_bytes(size)} image (aiohttp)"
+        self.image: Image | None = None
+
+    def params(self) -> dict[str, object]:
+        return {"pulls": self.pulls, "layer_bytes": self.size}
+
+    def fill(self, layout: Layout) -> None:
+        self.image = layout.add_image("v1", [layout.add_random_layer(self.size, 0)])
+
+    async def prepare(self, server: Server) -> Metrics:
+        assert self.image is not None
+        async with registry_client(server.url) as client:
+            return {"push (s)": await timed(client.push_image(self.repo, self.image))}
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        async with registry_client(server.url, self.pulls) as client:
+            pulls = [client.pull_image(self.repo, "v1") for _ in range(self.pulls)]
+            return {f"{self.pulls} pulls (s)": await timed(asyncio.gather(*pulls))}
+
+
+class ConcurrentPushes(Workload):
+    """Clients push different tags of one repository at once; every tag must be listed."""
+
+    number = 4
+    rounds = 20
+    repo = "bench/pushes"
+
+    def __init__(self, home: Path, clients: int, size: int) -> None:
+        super().__init__(home)
+        self.clients = clients
+        self.size = size
+        self.title = (
+            f"{clients} clients push different tags into one repository "
+            f"({human_bytes(size)} layer each)"
+        )
+        self.images: list[list[Image]] = []
+
+    def params(self) -> dict[str, object]:
+        return {"clients": self.clients, "layer_bytes": self.size}
+
+    def fill(self, layout: Layout) -> None:
+        for number in range(self.rounds):
+            seeds = range(number * self.clients, (number + 1) * self.clients)
+            self.images.append(
+                [
+                    layout.add_image(
+                        f"r{number:03d}-c{seed % self.clients}",
+                        [layout.add_random_layer(self.size, seed)],
+                    )
+                    for seed in seeds
+                ]
+            )
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        images = self.images[number]
+        async with registry_client(server.url, self.clients) as client:
+            pushes = [client.push_image(self.repo, image) for image in images]
+            seconds = await timed(asyncio.gather(*pushes))
+            listed = set(await client.tags(self.repo))
+        expected = {image.tag for done in self.images[: number + 1] for image in done}
+        if missing := expected - listed:
+            raise ClientError(f"pushed tags missing from the tags list: {sorted(missing)}")
+        return {f"round of {self.clients} pushes (s)": seconds}
+
+
+class ManifestLatency(Workload):
+    """HEAD by tag and GET by digest, as a pull does, with many requests in flight."""
+
+    number = 5
+    rounds = 5
+    repo = "bench/latency"
+
+    def __init__(self, home: Path, concurrency: int, requests: int) -> None:
+        super().__init__(home)
+        self.concurrency = concurrency
+        self.requests = requests
+        self.title = (
+            f"manifest latency, {requests} HEAD then {requests} GET, {concurrency} in flight"
+        )
+        self.image: Image | None = None
+
+    def params(self) -> dict[str, object]:
+        return {"concurrency": self.concurrency, "requests": self.requests}
+
+    def fill(self, layout: Layout) -> None:
+        self.image = layout.add_image("v1", [layout.add_random_layer(KiB, 0)])
+
+    async def prepare(self, server: Server) -> Metrics:
+        assert self.image is not None
+        async with registry_client(server.url) as client:
+            await client.push_image(self.repo, self.image)
+        return {}
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        assert self.image is not None
+        digest = self.image.digest
+        async with registry_client(server.url, self.concurrency) as client:
+            heads = await self._latencies(
+                client.head_manifest(self.repo, "v1") for _ in range(self.requests)
+            )
+            gets = await self._latencies(
+                client.get_manifest(self.repo, digest) for _ in range(self.requests)
+            )
+        return {
+            "HEAD p50 (ms)": heads[49],
+            "HEAD p99 (ms)": heads[98],
+            "GET p50 (ms)": gets[49],
+            "GET p99 (ms)": gets[98],
+        }
+
+    async def _latencies(self, requests: Iterable[Awaitable[object]]) -> list[float]:
+        """The percentiles 1..99 of the requests' latencies, in milliseconds."""
+        seconds = await bounded(self.concurrency, (timed(request) for request in requests))
+        return statistics.quantiles([s * 1000 for s in seconds], n=100)
+
+
+class ManyTagsAndRepositories(Workload):
+    """Tags list and paged catalog, warm and from a cold start, on a big registry."""
+
+    number = 6
+    repo = "bench/tags"
+    page = 100
+    writers = 8
+
+    def __init__(self, home: Path, tags: int, repositories: int) -> None:
+        super().__init__(home)
+        self.tags = tags
+        self.repositories = repositories
+        self.title = (
+            f"{tags} tags in one repository, {repositories} repositories "
+            f"(catalog pages of {self.page})"
+        )
+        self.image: Image | None = None
+
+    def params(self) -> dict[str, object]:
+        return {
+            "tags": self.tags,
+            "repositories": self.repositories,
+            "page": self.page,
+            "writers": self.writers,
+        }
+
+    def fill(self, layout: Layout) -> None:
+        self.image = layout.add_image("base", [layout.add_random_layer(KiB, 0)])
+
+    def _tiny_manifest(self, tag: str) -> bytes:
+        """The base image's manifest made unique by an annotation."""
+        assert self.image is not None
+        config, *layers = self.image.blobs
+        return manifest_json(config, layers, {"org.example.hroot-bench.tag": tag})
+
+    async def _populate_repository(self, client: RegistryClient, repo: str) -> None:
+        assert self.image is not None
+        for blob in self.image.blobs:
+            await client.upload_blob(repo, blob, self.image.blob_file(blob), mount_from=self.repo)
+        await client.put_manifest(repo, "v1", self.image.manifest)
+
+    async def prepare(self, server: Server) -> Metrics:
+        assert self.image is not None
+        async with registry_client(server.url, self.writers) as client:
+            await client.push_image(self.repo, self.image)
+            tags = await timed(
+                bounded(
+                    self.writers,
+                    (
+                        client.put_manifest(self.repo, tag, self._tiny_manifest(tag))
+                        for tag in (f"t{n:05d}" for n in range(self.tags))
+                    ),
+                )
+            )
+            repositories = await timed(
+                bounded(
+                    self.writers,
+                    (
+                        self._populate_repository(client, f"bench/r{n:05d}")
+                        for n in range(self.repositories)
+                    ),
+                )
+            )
+        return {
+            f"populate {self.tags} tags (s)": tags,
+            f"populate {self.repositories} repositories (s)": repositories,
+        }
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        cold_tags = await server.restart(f"/v2/{self.repo}/tags/list")
+        cold_catalog = await server.restart(f"/v2/_catalog?n={self.page}")
+        async with registry_client(server.url) as client:
+            start = time.perf_counter()
+            tags = await client.tags(self.repo)
+            listed = time.perf_counter()
+            repositories = await client.catalog(self.page)
+            paged = time.perf_counter()
+        if len(tags) != self.tags + 1 or len(repositories) != self.repositories + 1:
+            raise ClientError(
+                f"listed {len(tags)} tags and {len(repositories)} repositories, "
+                f"pushed {self.tags + 1} and {self.repositories + 1}"
+            )
+        return {
+            "cold start to tags list (s)": cold_tags,
+            "cold start to catalog page (s)": cold_catalog,
+            "tags list (s)": listed - start,
+            "paged catalog (s)": paged - listed,
+        }
+
+
+class DiskCorpus(Workload):
+    """Versions of an image where each changes one layer, pushed in order to a fresh registry."""
+
+    number = 7
+    repo = "bench/corpus"
+
+    def __init__(self, home: Path, versions: int, layers: int, size: int) -> None:
+        super().__init__(home)
+        self.versions = versions
+        self.layers = layers
+        self.size = size
+        distinct = (layers + versions - 1) * size
+        self.title = (
+            f"disk after {versions} versions of {layers} layers of "
+            f"{human_bytes(size)} ({human_bytes(distinct)} of distinct layers)"
+        )
+        self.images: list[Image] = []
+
+    def params(self) -> dict[str, object]:
+        return {"versions": self.versions, "layers": self.layers, "layer_bytes": self.size}
+
+    def fill(self, layout: Layout) -> None:
+        cache: dict[int, Layer] = {}
+        seeds = list(range(self.layers))
+        for version in range(self.versions):
+            if version:
+                seeds[version % self.layers] = self.layers + version
+            for seed in seeds:
+                if seed not in cache:
+                    cache[seed] = layout.add_random_layer(self.size, seed)
+            self.images.append(layout.add_image(f"v{version}", [cache[s] for s in seeds]))
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        await server.reset()
+        async with registry_client(server.url) as client:
+            start = time.perf_counter()
+            for image in self.images:
+                await client.push_image(self.repo, image)
+            seconds = time.perf_counter() - start
+        return {
+            f"push {self.versions} versions (s)": seconds,
+            "disk (MiB)": server.disk_bytes() / MiB,
+        }
+
+
+def workloads(root: Path, scale: float) -> list[Workload]:
+    """All workloads at the given scale, each with its own folder under root."""
+    return [
+        SkopeoPushPull(root / "1", 1, 1, scaled(GiB, scale)),
+        SkopeoPushPull(root / "2", 2, 50, scaled(MiB, scale)),
+        ConcurrentPulls(root / "3", 32, scaled(100 * MiB, scale)),
+        ConcurrentPushes(root / "4", 8, scaled(MiB, scale)),
+        ManifestLatency(root / "5", 200, scaled(4000, scale, minimum=400)),
+        ManyTagsAndRepositories(
+            root / "6", scaled(10_000, scale, minimum=10), scaled(2_000, scale, minimum=10)
+        ),
+        DiskCorpus(root / "7", 20, 5, scaled(8 * MiB, scale)),
+    ]
