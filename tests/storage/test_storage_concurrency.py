@@ -1,0 +1,95 @@
+"""Concurrent writers and a repository changed behind the store's back: git is the truth."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from storage import Store
+from storage.errors import NameUnknown
+from tests.storage.images import assert_fsck_clean, git, push_image
+
+PUSHES_PER_PROCESS = 100
+
+
+def _push_tags(path: str, prefix: str, start: multiprocessing.synchronize.Event) -> None:
+    store = Store.open(path)
+    start.wait()
+    for i in range(PUSHES_PER_PROCESS):
+        push_image(store, "shared/img", f"{prefix}-{i}", layers=1, layer_size=64)
+    store.close()
+
+
+def test_two_processes_pushing_into_one_repository_lose_nothing(store: Store) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    workers = [
+        context.Process(target=_push_tags, args=(str(store.path), prefix, start))
+        for prefix in ("a", "b")
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    expected = {f"{p}-{i}" for p in "ab" for i in range(PUSHES_PER_PROCESS)}
+    assert set(store.tags("shared/img")) == expected
+    log = git(store, "log", "--first-parent", "--format=%s", "hroot/shared+img").splitlines()
+    assert len(log) == 2 * PUSHES_PER_PROCESS
+    assert {line.split()[1].split(":")[1] for line in log} == expected
+    # both writers' pushes interleave in the history
+    firsts = [line.split()[1].split(":")[1][0] for line in log]
+    assert sum(1 for x, y in itertools.pairwise(firsts) if x != y) > 1
+    assert_fsck_clean(store)
+
+
+def test_threads_pushing_at_once_lose_nothing(store: Store) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: push_image(store, "img", f"t{i}", layers=1), range(40)))
+    assert len(store.tags("img")) == 40
+
+
+def test_a_stale_lock_left_by_a_crash_is_broken(store: Store) -> None:
+    push_image(store, "img", "v1")
+    lock = store.path / "refs" / "heads" / "hroot" / "img.lock"
+    lock.write_text("crashed writer\n")
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    push_image(store, "img", "v2")
+    assert store.tags("img") == ["v1", "v2"]
+    assert not lock.exists()
+
+
+def test_pushes_survive_git_pack_refs(store: Store) -> None:
+    push_image(store, "img", "v1")
+    git(store, "pack-refs", "--all", "--prune")
+    assert store.tags("img") == ["v1"]
+    push_image(store, "img", "v2")
+    assert store.tags("img") == ["v1", "v2"]
+
+
+def test_reads_follow_refs_moved_by_hand(store: Store, tmp_path: Path) -> None:
+    push_image(store, "img", "v1")
+    first = git(store, "rev-parse", "hroot/img").strip()
+    push_image(store, "img", "v2")
+    assert store.tags("img") == ["v1", "v2"]
+    git(store, "update-ref", "refs/heads/hroot/img", first)
+    assert store.tags("img") == ["v1"]
+    git(store, "branch", "-D", "hroot/img")
+    assert store.repositories() == []
+    with pytest.raises(NameUnknown):
+        store.tags("img")
+    # a git fetch from another registry brings a repository in
+    other = Store.open(tmp_path / "other.git")
+    pushed = push_image(other, "fetched", "v9")
+    git(store, "fetch", "--quiet", str(other.path), "refs/heads/hroot/*:refs/heads/hroot/*")
+    assert store.repositories() == ["fetched"]
+    assert store.get_manifest("fetched", "v9").body == pushed.manifest
+    assert_fsck_clean(store)
