@@ -50,6 +50,16 @@ class FormatError(StoreError):
     message = "not an hroot repository of a format this version knows"
 
 
+_LINEAGE_SEARCH_DEPTH = 1000
+
+
+@dataclass(frozen=True)
+class _Base:
+    name: str  # repo@digest
+    commit: bytes
+    digest: str
+
+
 @dataclass
 class _Change:
     """What one attempt at a branch update wants: a new tree and the words for it."""
@@ -57,6 +67,7 @@ class _Change:
     tree: bytes
     summary: str
     trailers: list[tuple[str, str]] = field(default_factory=list)
+    lineage: bytes | None = None  # second parent: the commit that pushed the base image
 
 
 class Store:
@@ -212,6 +223,7 @@ class Store:
             "size": len(body),
         }
         taken: dict[Digest, bytes] = {}
+        base = self._base_image(parsed.layers)
 
         def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
             taken.clear()
@@ -228,7 +240,10 @@ class Store:
             trailers = [("Manifest-Digest", str(digest)), ("Media-Type", parsed.media_type)]
             if tag:
                 trailers.insert(1, ("Tag", tag))
-            return _Change(new_tree, f"push {where} {digest}" if tag else f"push {where}", trailers)
+            if base is not None:
+                trailers.append(("Base-Image", base.name))
+            summary = f"push {where} {digest}" if tag else f"push {where}"
+            return _Change(new_tree, summary, trailers, base.commit if base else None)
 
         self._commit(repo, change)
         self._unstage(repo, set(taken))
@@ -361,6 +376,46 @@ class Store:
                 return d
         return None
 
+    def _base_image(self, layers: list[Digest]) -> _Base | None:
+        """The image whose layers are the longest proper prefix of `layers`, in any repository.
+
+        Its push commit becomes the new commit's second parent, so `git log --graph
+        --all` draws which image was built from which (as dex did).
+        """
+        if len(layers) < 2:
+            return None
+        best: _Base | None = None
+        best_length = 0
+        for name in self.repositories():
+            tip, tree = self._tip(name)
+            for d in layout.read_index(self._cache, tree):
+                oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
+                info = self._parsed(oid) if oid is not None else None
+                prefix = info.layers if info is not None else []
+                if best_length < len(prefix) < len(layers) and prefix == layers[: len(prefix)]:
+                    best_length = len(prefix)
+                    best = _Base(f"{name}@{d['digest']}", tip, d["digest"])  # type: ignore[arg-type]
+        if best is None:
+            return None
+        return _Base(best.name, self._pushed_by(best.commit, best.digest), best.digest)
+
+    def _pushed_by(self, tip: bytes, digest: str) -> bytes:
+        """The newest commit from `tip` back (first parents) that pushed `digest`."""
+
+        def load() -> bytes:
+            trailer = f"\nManifest-Digest: {digest}\n".encode()
+            commit = tip
+            for _ in range(_LINEAGE_SEARCH_DEPTH):
+                parsed = self._objects[commit]
+                if parsed.message.startswith(b"push ") and trailer in parsed.message:
+                    return commit
+                if not parsed.parents:
+                    break
+                commit = parsed.parents[0]
+            return tip
+
+        return self._cache.get(f"pushed-by {digest}", tip, load, _one)
+
     def _referenced_blobs(
         self, repo: str, tree: bytes | None, parsed: ParsedManifest
     ) -> dict[Digest, bytes]:
@@ -398,16 +453,27 @@ class Store:
             wanted = change(tip, tree)
             if wanted is None or wanted.tree == tree:
                 return
-            commit = Commit()
-            commit.tree = wanted.tree
-            commit.parents = [tip] if tip is not None else []
-            commit.author = commit.committer = AUTHOR
-            commit.author_time = commit.commit_time = int(time.time())
-            commit.author_timezone = commit.commit_timezone = 0
-            commit.message = _message(wanted.summary, wanted.trailers)
-            objects.add_object(self._objects, commit)
-            if refs.compare_and_swap(self._refs, ref, tip, commit.id):
+            parents = [tip] if tip is not None else []
+            if wanted.lineage is not None:
+                if not parents:  # a second parent needs a first: the empty repository
+                    empty = self._trees.layout(None, [])
+                    parents = [self._write_commit(empty, [], f"create {repo}", [])]
+                parents.append(wanted.lineage)
+            commit = self._write_commit(wanted.tree, parents, wanted.summary, wanted.trailers)
+            if refs.compare_and_swap(self._refs, ref, tip, commit):
                 return
+
+    def _write_commit(
+        self, tree: bytes, parents: list[bytes], summary: str, trailers: list[tuple[str, str]]
+    ) -> bytes:
+        commit = Commit()
+        commit.tree = tree
+        commit.parents = parents
+        commit.author = commit.committer = AUTHOR
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = _message(summary, trailers)
+        return objects.add_object(self._objects, commit)
 
     def _stage(self, repo: str, add: dict[Digest, bytes]) -> None:
         """Put uploaded blobs on repo's staging tree, unless its layout has them already."""

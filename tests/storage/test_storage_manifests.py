@@ -380,3 +380,32 @@ def test_first_parent_is_the_previous_tip(store: Store) -> None:
     push_image(store, "img", "v2")
     assert git(store, "rev-parse", "hroot/img^1").strip() == before
     assert git(store, "log", "--first-parent", "--format=%s", "hroot/img").startswith("push img:v2")
+
+
+def test_second_parent_is_the_push_of_the_base_image(store: Store) -> None:
+    base = push_image(store, "library/base", "v1", layers=2)
+    push_image(store, "library/base", "v2")  # the base branch moves on
+    base_push = git(store, "rev-parse", "hroot/library+base~1").strip()
+    extra = b"app layer"
+    put(store, "app", extra)
+    for data in [base.config, *base.layers]:
+        put(store, "app", data)
+    app = image_manifest(base.config, [*base.layers, extra])
+    store.put_manifest("app", "v1", app)
+    parents = git(store, "log", "-1", "--format=%P", "hroot/app").split()
+    assert parents[1] == base_push
+    # the first parent of a repository's first push is its empty layout, so that
+    # `git log --first-parent` stays the repository's own history
+    assert git(store, "log", "--first-parent", "--format=%s", "hroot/app").splitlines() == [
+        f"push app:v1 {digests.of(app)}",
+        "create app",
+    ]
+    assert json.loads(git(store, "show", f"{parents[0]}:index.json"))["manifests"] == []
+    assert f"Base-Image: library/base@{base.digest}" in commit_message(store, "hroot/app")
+    # an image with no base in the registry gets no second parent
+    push_image(store, "app", "v2", layers=3)
+    assert len(git(store, "log", "-1", "--format=%P", "hroot/app").split()) == 1
+    store.put_manifest("app", "v3", app)
+    assert git(store, "log", "-1", "--format=%P", "hroot/app").split()[1] == base_push
+    assert "library/base" in git(store, "log", "--graph", "--all", "--format=%s")
+    assert_fsck_clean(store)
