@@ -77,9 +77,9 @@ class Hroot:
         return branch + "+" if branch.endswith(".lock") else branch
 
     def commits(self, name: str) -> list[Commit]:
-        """`git log` of the repository's branch, newest first."""
+        """The branch's own history (`git log --first-parent`), newest first."""
         fmt = "%H%x00%P%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x20)%x1e"
-        log = self.git("log", f"--format={fmt}", self.branch(name), "--")
+        log = self.git("log", "--first-parent", f"--format={fmt}", self.branch(name), "--")
         commits = []
         for record in filter(None, (r.strip("\n") for r in log.split(RECORD_SEP))):
             sha, parents, digests = record.split("\x00")
