@@ -1,0 +1,29 @@
+# hroot in a container: `docker compose up` (compose.yaml) or
+#   docker build -t hroot . && docker run -p 5000:5000 -v hroot-data:/data hroot
+FROM python:3.11-slim
+
+# git is not needed to serve (dulwich writes the repository) but it is how people look at
+# what hroot stored: `docker compose exec hroot git --git-dir /data/hroot.git log --all`.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY storage ./storage
+COPY registry ./registry
+COPY bench ./bench
+RUN python -m pip install --no-cache-dir . && rm -rf /src
+
+# Data lives in /data (a volume); the server runs as an unprivileged user that owns it.
+RUN useradd --system --home-dir /data hroot && mkdir /data && chown hroot:hroot /data
+USER hroot
+WORKDIR /data
+VOLUME /data
+EXPOSE 5000
+
+HEALTHCHECK --interval=30s --timeout=3s --start-period=5s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/v2/', timeout=2)"]
+
+ENTRYPOINT ["hroot"]
+CMD ["serve", "--listen", "0.0.0.0:5000", "--data", "/data/hroot.git"]
