@@ -1,0 +1,111 @@
+"""Server configuration: defaults that serve at once, then a TOML file, the environment, flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+MiB = 1 << 20
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and the source."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server can be told. Field names are also the TOML keys."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data: Path = Path("hroot.git")
+    log_level: str = "info"
+    max_manifest_size: int = 4 * MiB
+    # Upper bound of `n` for tags/list and _catalog; larger requests get this many plus a Link.
+    max_page_size: int = 10_000
+    # Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    shutdown_timeout: float = 10.0
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (`[::1]:5000` for IPv6); an empty host means all interfaces."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen address {value!r} is not HOST:PORT with a port in 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port)
+
+
+def _checked(config: Config, source: str) -> Config:
+    """Refuse values the server could not run with, naming where they came from."""
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    for name in ("max_manifest_size", "max_page_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{source}: {name} must be a positive integer")
+    if config.shutdown_timeout < 0:
+        raise ConfigError(f"{source}: shutdown_timeout must not be negative")
+    return config
+
+
+def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Config:
+    """Apply `values` (TOML keys, or `listen`) over `base`, checking names and types."""
+    known = {f.name: f for f in fields(Config)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "listen":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: listen must be a string HOST:PORT")
+            try:
+                changes["host"], changes["port"] = parse_listen(value)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+            continue
+        if key not in known:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        default = getattr(Config, key)
+        if isinstance(default, Path):
+            if not isinstance(value, str | Path):
+                raise ConfigError(f"{source}: {key} must be a path string")
+            value = Path(value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif type(value) is not type(default):
+            raise ConfigError(f"{source}: {key} must be of type {type(default).__name__}")
+        changes[key] = value
+    return _checked(replace(base, **changes), source)
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Config:
+    """Defaults, then `config_file` (TOML), then HROOT_LISTEN/HROOT_DATA, then non-None flags."""
+    config = Config()
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as f:
+                table = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e}") from e
+        config = _from_mapping(config, table, str(config_file))
+    env = os.environ if env is None else env
+    from_env = {
+        key: env[var]
+        for key, var in (("listen", "HROOT_LISTEN"), ("data", "HROOT_DATA"))
+        if var in env
+    }
+    config = _from_mapping(config, from_env, "environment")
+    return _from_mapping(config, {k: v for k, v in flags.items() if v is not None}, "command line")

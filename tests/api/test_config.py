@@ -1,0 +1,82 @@
+"""Config: defaults, then a TOML file, then HROOT_LISTEN/HROOT_DATA, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.config import Config, ConfigError, load_config, parse_listen
+
+
+def test_defaults_need_nothing() -> None:
+    config = load_config(env={})
+    assert config == Config()
+    assert (config.listen, config.data) == ("127.0.0.1:5000", Path("hroot.git"))
+    assert config.max_manifest_size == 4 << 20
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    file = tmp_path / "hroot.toml"
+    file.write_text(
+        'listen = "0.0.0.0:6000"\ndata = "/srv/file.git"\nlog_level = "debug"\n'
+        "max_page_size = 50\nshutdown_timeout = 3\n"
+    )
+    from_file = load_config(file, env={})
+    assert (from_file.host, from_file.port, from_file.data) == (
+        "0.0.0.0",
+        6000,
+        Path("/srv/file.git"),
+    )
+    assert (from_file.log_level, from_file.max_page_size, from_file.shutdown_timeout) == (
+        "debug",
+        50,
+        3.0,
+    )
+    env = {"HROOT_LISTEN": "127.0.0.2:7000", "HROOT_DATA": "/srv/env.git"}
+    from_env = load_config(file, env=env)
+    assert (from_env.listen, from_env.data) == ("127.0.0.2:7000", Path("/srv/env.git"))
+    from_flags = load_config(file, env=env, listen="[::1]:8000", data=None, log_level="error")
+    assert (from_flags.host, from_flags.port, from_flags.data) == (
+        "::1",
+        8000,
+        Path("/srv/env.git"),
+    )
+    assert (from_flags.listen, from_flags.log_level) == ("[::1]:8000", "error")
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("h:1", ("h", 1)), (":5000", ("0.0.0.0", 5000)), ("[::]:80", ("::", 80))],
+)
+def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        'listen = "nohostport"',
+        'listen = "h:0"',
+        'listen = "h:65536"',
+        "listen = 5000",
+        'colour = "blue"',
+        'max_manifest_size = "4MiB"',
+        "max_manifest_size = 0",
+        'log_level = "loud"',
+        "shutdown_timeout = -1",
+        "this is not toml",
+    ],
+)
+def test_bad_settings_are_refused_with_their_source(tmp_path: Path, toml: str) -> None:
+    file = tmp_path / "hroot.toml"
+    file.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=str(file)):
+        load_config(file, env={})
+
+
+def test_bad_environment_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment"):
+        load_config(env={"HROOT_LISTEN": "localhost"})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml", env={})
