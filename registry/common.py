@@ -1,0 +1,60 @@
+"""What every handler needs: the app's store and config, blocking calls off the loop, bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from registry.config import Config
+from storage import Store
+from storage.errors import StoreError
+
+T = TypeVar("T")
+
+STORE = web.AppKey("store", Store)
+CONFIG = web.AppKey("config", Config)
+
+# Bodies move in pieces of this size: big enough to keep threads busy, small enough for memory.
+PIECE = 1 << 20
+
+
+def store(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+def config(request: web.Request) -> Config:
+    return request.app[CONFIG]
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking store call in the executor, so one slow request never stalls the others."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def body_pieces(
+    request: web.Request, error: type[StoreError], size: int = PIECE
+) -> AsyncIterator[bytes]:
+    """The request body in pieces of `size` bytes (the last may be shorter).
+
+    A body that breaks off or is badly framed raises `error` (a 4xx), not a 500.
+    """
+    parts: list[bytes] = []
+    have = 0
+    while True:
+        try:
+            chunk = await request.content.read(size - have)
+        except (HttpProcessingError, ConnectionError) as exc:
+            raise error(f"request body: {exc}") from exc
+        if not chunk:
+            break
+        parts.append(chunk)
+        have += len(chunk)
+        if have == size:
+            yield b"".join(parts)
+            parts, have = [], 0
+    if parts:
+        yield b"".join(parts)

@@ -1,0 +1,112 @@
+"""The one place where OCI errors become HTTP: status codes, headers and the JSON error body.
+
+Store errors are mapped by class (the nearest class in the MRO wins). The few errors only the
+HTTP side can detect are StoreError subclasses too, so every OCI error is rendered by one path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from storage import errors as e
+from storage.errors import StoreError
+
+UNKNOWN_STATUS = 500
+
+
+class PaginationNumberInvalid(StoreError):
+    """`n` of tags/list or _catalog is not a non-negative integer (Distribution's code)."""
+
+    code = "PAGINATION_NUMBER_INVALID"
+    message = "invalid number of results requested"
+
+
+class RangeNotSatisfiable(StoreError):
+    """A blob Range header we cannot serve; `size` goes into `Content-Range: bytes */size`."""
+
+    code = "RANGE_INVALID"
+    message = "requested range not satisfiable"
+
+    def __init__(self, size: int, detail: Any = None) -> None:
+        self.size = size
+        super().__init__(detail)
+
+
+STATUS: dict[type[StoreError], int] = {
+    e.NameInvalid: 400,
+    e.NameUnknown: 404,
+    e.TagInvalid: 400,
+    e.DigestInvalid: 400,
+    e.SizeInvalid: 400,
+    e.BlobUnknown: 404,
+    e.BlobUploadUnknown: 404,
+    e.BlobUploadInvalid: 400,
+    e.UploadOutOfOrder: 416,
+    e.ManifestInvalid: 400,
+    e.ManifestTooLarge: 413,
+    e.ManifestUnknown: 404,
+    e.ManifestBlobUnknown: 400,
+    e.Unsupported: 415,
+    PaginationNumberInvalid: 400,
+    RangeNotSatisfiable: 416,
+}
+
+# Errors aiohttp itself raises (no route, wrong method): the OCI code each is reported as.
+HTTP_CODES: dict[int, tuple[str, str]] = {
+    404: ("NOT_FOUND", "no such endpoint"),
+    405: ("UNSUPPORTED", "method not allowed on this endpoint"),
+}
+
+
+def upload_range(size: int) -> str:
+    """An upload's Range: `0-<last byte>`, no `bytes=`, and `0-0` when empty (as Distribution)."""
+    return f"0-{max(size - 1, 0)}"
+
+
+def status_of(err: StoreError, method: str) -> int:
+    """HTTP status of a store error; an unsupported DELETE is 405, as in Distribution."""
+    if isinstance(err, e.Unsupported) and method == "DELETE":
+        return 405
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return UNKNOWN_STATUS
+
+
+def json_error(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The distribution spec's error body: {"errors": [{"code", "message", "detail"}]}."""
+    body = {"errors": [{"code": code, "message": message, "detail": detail}]}
+    return web.Response(
+        status=status,
+        text=json.dumps(body, default=str),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def store_error_response(err: StoreError, request: web.Request) -> web.Response:
+    """Render a StoreError, with the headers the spec asks for on 416s."""
+    headers: dict[str, str] = {}
+    if isinstance(err, e.UploadOutOfOrder):
+        headers = {"Range": upload_range(err.size), "Location": request.path}
+    elif isinstance(err, RangeNotSatisfiable):
+        headers = {"Content-Range": f"bytes */{err.size}"}
+    status = status_of(err, request.method)
+    return json_error(status, err.code, err.message, err.detail, headers)
+
+
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """Render an error aiohttp raised (404 no route, 405 wrong method …), keeping `Allow`."""
+    code, message = HTTP_CODES.get(exc.status, ("UNKNOWN", exc.reason))
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_error(exc.status, code, message, headers=headers)
+
+
+def internal_error_response() -> web.Response:
+    """A 500 that says nothing of the internals; the traceback goes to the log instead."""
+    return json_error(UNKNOWN_STATUS, "UNKNOWN", "internal server error")

@@ -1,0 +1,71 @@
+"""Cross-cutting parts of every response: the API version header, OCI errors, the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from registry.errors import http_error_response, internal_error_response, store_error_response
+from storage.errors import StoreError
+
+log = logging.getLogger("hroot.registry")
+access_log = logging.getLogger("hroot.access")
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: clients check this header on every answer, errors included."""
+    response.headers[API_VERSION[0]] = API_VERSION[1]
+
+
+def _body_started(request: web.Request) -> bool:
+    """True once response bytes went out: then only closing the connection can signal an error."""
+    return request.writer.output_size > 0
+
+
+@web.middleware
+async def handle_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into an OCI JSON error; unexpected ones are logged with traceback."""
+    try:
+        return await handler(request)
+    except StoreError as err:
+        if _body_started(request):
+            raise
+        return store_error_response(err, request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error_response(exc)
+    except Exception:
+        if _body_started(request):
+            raise  # aiohttp logs it and drops the connection: the client sees a short body
+        log.exception("internal error on %s %s", request.method, request.path_qs)
+        return internal_error_response()
+
+
+@web.middleware
+async def log_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request, after its body has been streamed (handlers stream inside)."""
+    start = time.perf_counter()
+    outcome = "-"
+    try:
+        response = await handler(request)
+        outcome = str(response.status)
+        return response
+    except BaseException as exc:  # only a client gone mid-body or a cancelled handler get here
+        outcome = f"aborted ({type(exc).__name__})"
+        raise
+    finally:
+        access_log.info(
+            '%s "%s %s" %s %.3fs "%s"',
+            request.remote,
+            request.method,
+            request.path_qs,
+            outcome,
+            time.perf_counter() - start,
+            request.headers.get("User-Agent", "-"),
+        )

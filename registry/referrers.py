@@ -1,0 +1,22 @@
+"""GET /v2/<name>/referrers/<digest>: the OCI 1.1 referrers API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.common import blocking, store
+
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+async def list_referrers(request: web.Request) -> web.Response:
+    """200 with an image index, also when nothing refers to the digest (the spec says so)."""
+    artifact_type = request.query.get("artifactType") or None
+    index = await blocking(
+        store(request).referrers,
+        request.match_info["name"],
+        request.match_info["digest"],
+        artifact_type,
+    )
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
+    return web.json_response(index, content_type=INDEX_MEDIA_TYPE, headers=headers)
