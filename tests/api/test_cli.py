@@ -1,0 +1,83 @@
+"""The `hroot` command: its help, and `python -m registry serve` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from registry.cli import main
+from tests.api.test_base import CLIENT_HELLO
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("serve", "--listen", "--data", "--config", "--log-level", "HROOT_LISTEN"):
+        assert option in out
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
+
+
+def test_bad_listen_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--listen", "nowhere"])
+    assert exit_.value.code == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status
+
+
+def test_serve_answers_shrugs_off_tls_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Creates ./hroot.git in its folder, serves, survives a ClientHello, exits 0 on SIGTERM."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "registry", "serve", "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert _get(f"http://127.0.0.1:{port}/v2/") == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(CLIENT_HELLO)
+            assert s.recv(100).split(b" ")[1] == b"400"
+        assert _get(f"http://127.0.0.1:{port}/v2/") == 200
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+    finally:
+        server.kill()
+        log = server.stderr.read() if server.stderr else ""
+    assert (tmp_path / "hroot.git" / "objects").is_dir()
+    assert '"GET /v2/" 200' in log
+    assert "Traceback" not in log and " ERROR " not in log, log
