@@ -245,6 +245,8 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Cli:
             root / "root",
             "--runroot",
             root / "run",
+            "--tmpdir",  # libpod's state, /run/libpod by default: shared with other runs
+            root / "tmp",
             "--storage-driver",
             "vfs",
         ]
