@@ -66,10 +66,8 @@ def upload_range(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
 
 
-def status_of(err: StoreError, method: str) -> int:
-    """HTTP status of a store error; an unsupported DELETE is 405, as in Distribution."""
-    if isinstance(err, e.Unsupported) and method == "DELETE":
-        return 405
+def status_of(err: StoreError) -> int:
+    """HTTP status of a store error: that of its nearest class in STATUS."""
     for cls in type(err).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -96,8 +94,7 @@ def store_error_response(err: StoreError, request: web.Request) -> web.Response:
         headers = {"Range": upload_range(err.size), "Location": request.path}
     elif isinstance(err, RangeNotSatisfiable):
         headers = {"Content-Range": f"bytes */{err.size}"}
-    status = status_of(err, request.method)
-    return json_error(status, err.code, err.message, err.detail, headers)
+    return json_error(status_of(err), err.code, err.message, err.detail, headers)
 
 
 def http_error_response(exc: web.HTTPException) -> web.Response:

@@ -35,7 +35,12 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except StoreError as err:
         if _body_started(request):
             raise
-        return store_error_response(err, request)
+        response = store_error_response(err, request)
+        if response.status >= 500:  # a store error without a mapped status is a bug somewhere
+            log.error(
+                "unmapped store error on %s %s", request.method, request.path_qs, exc_info=err
+            )
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

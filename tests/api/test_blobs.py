@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registry.common import PIECE
-from tests.api.helpers import ABSENT, Api, assert_error, digest_of
+from tests.api.helpers import ABSENT, API_VERSION, Api, assert_error, digest_of
 
 DATA = b"0123456789"
 
@@ -19,6 +19,7 @@ async def test_get_streams_the_blob_with_its_headers(api: Api) -> None:
     assert resp.headers["Docker-Content-Digest"] == digest
     assert resp.headers["Content-Length"] == "10"
     assert resp.headers["Accept-Ranges"] == "bytes"
+    assert resp.headers["Docker-Distribution-API-Version"] == API_VERSION
 
 
 async def test_head_gives_headers_only(api: Api) -> None:
