@@ -12,6 +12,7 @@ from pytest_aiohttp import AiohttpClient
 from registry.app import create_app
 from registry.config import Config
 from storage import Store
+from storage.errors import StoreError
 from tests.api.helpers import API_VERSION, Api, assert_error
 
 # The start of a TLS 1.2 ClientHello, what docker/skopeo/podman send to a plain-HTTP port first.
@@ -40,13 +41,22 @@ async def test_wrong_method_is_a_json_405(api: Api) -> None:
     await assert_error(await api.client.patch("/v2/img/manifests/latest"), 405, "UNSUPPORTED")
 
 
-async def test_unexpected_exception_is_a_logged_json_500(
-    aiohttp_client: AiohttpClient, store: Store, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "failure",
+    [RuntimeError("a bug"), StoreError(message="a store error with no status")],
+    ids=["exception", "unmapped-store-error"],
+)
+async def test_failure_without_a_status_is_a_logged_json_500(
+    aiohttp_client: AiohttpClient,
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
 ) -> None:
-    """A bug in a handler: 500 UNKNOWN without internals, the traceback in the log."""
+    """A bug in a handler, or a store error errors.py has no status for: 500 UNKNOWN as
+    JSON (an exception's text stays out of it), the traceback in the log."""
 
     async def broken(request: web.Request) -> web.Response:
-        raise RuntimeError("a bug")
+        raise failure
 
     app = create_app(Config(data=store.path), store)
     app.router.add_get("/broken", broken)
