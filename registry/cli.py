@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=config.port,
             shutdown_timeout=config.shutdown_timeout,
             access_log=None,  # registry.middleware.log_access logs each request
-            print=lambda _: log.info("serving %s on http://%s", config.data, config.listen),
+            print=lambda _: log.info(
+                "serving %s on http://%s", config.data.resolve(), config.listen
+            ),
         )
     except OSError as e:
         log.error("cannot listen on %s: %s", config.listen, e)

@@ -61,7 +61,7 @@ def _checked(config: Config, source: str) -> Config:
 
 def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Config:
     """Apply `values` (TOML keys, or `listen`) over `base`, checking names and types."""
-    known = {f.name: f for f in fields(Config)}
+    known = {f.name for f in fields(Config)}
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key == "listen":
