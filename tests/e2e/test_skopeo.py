@@ -6,6 +6,7 @@ import io
 import json
 import secrets
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,55 @@ def test_delete_by_digest(
     assert {
         d["digest"] for d in json.loads((from_git / "index.json").read_bytes())["manifests"]
     } == {two}
+
+
+def test_concurrent_pushes_to_one_repository(
+    skopeo: Cli, hroot: Hroot, make_image: ImageMaker, tmp_path: Path
+) -> None:
+    """DESIGN §2.5: clients pushing different tags of one repository at once all succeed."""
+    layout = tmp_path / "layout"
+    images = {
+        f"t{n}": make_image(
+            layout, f"t{n}", {"/etc/n": secrets.token_bytes(32)}, with_busybox=False
+        )
+        for n in range(4)
+    }
+    with ThreadPoolExecutor(len(images)) as pool:
+        pushes = [
+            pool.submit(
+                skopeo,
+                "copy",
+                SAME,
+                TO_HROOT,
+                f"oci:{layout}:{tag}",
+                f"docker://{hroot.ref('skopeo/race', tag)}",
+            )
+            for tag in images
+        ]
+        for push in pushes:
+            push.result()
+    assert tags(skopeo, hroot, "skopeo/race") == sorted(images)
+    hroot.assert_pushed("skopeo/race", *images.values())
+    from_git = hroot.export("skopeo/race", tmp_path / "git")
+    for tag, digest in images.items():
+        assert check_layout(from_git, tag) == digest
+
+
+def test_serves_on_after_git_gc(
+    skopeo: Cli, hroot: Hroot, make_image: ImageMaker, tmp_path: Path
+) -> None:
+    """DESIGN §2: the registry keeps working after a person runs git tools on its repository."""
+    layout = tmp_path / "layout"
+    first = make_image(layout, "v1", {"/etc/n": secrets.token_bytes(64)})
+    skopeo("copy", SAME, TO_HROOT, f"oci:{layout}:v1", f"docker://{hroot.ref('skopeo/gc', 'v1')}")
+
+    hroot.git("gc", "--prune=now", "--quiet")  # every object into a pack, loose ones gone
+    assert hroot.git("count-objects", "-v").splitlines()[0] == "count: 0"
+
+    back = tmp_path / "back"
+    skopeo("copy", SAME, FROM_HROOT, f"docker://{hroot.ref('skopeo/gc', 'v1')}", f"oci:{back}:v1")
+    assert check_layout(back, "v1") == first
+    second = make_image(layout, "v2", {"/etc/n": secrets.token_bytes(64)})
+    skopeo("copy", SAME, TO_HROOT, f"oci:{layout}:v2", f"docker://{hroot.ref('skopeo/gc', 'v2')}")
+    assert tags(skopeo, hroot, "skopeo/gc") == ["v1", "v2"]
+    hroot.assert_pushed("skopeo/gc", first, second)
