@@ -6,6 +6,10 @@ and read blobs of any size in constant memory, in git's own formats: a loose obj
 (zlib of `blob <size>\\0<bytes>`) or an entry of a pack after `git gc`. Layers are
 already gzip or zstd, so blobs are stored at zlib level 0: any higher level caps the
 writer at 45-60 MB/s and saves nothing.
+
+An upload is spooled straight into a loose object's layout (`SPOOL_PREFIX` bytes
+left free for the header, then stored blocks), so finishing it reads it once for
+the git id and renames it into place, instead of copying every byte again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dulwich.file import FileLocked
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ShaFile
 
+from storage import deflate
 from storage.digests import Digest
 from storage.errors import DigestInvalid, SizeInvalid
 from storage.types import BlobReader
@@ -56,9 +61,9 @@ def write_blob(
     leave nothing behind. The object is synced before it gets its final name, so
     a ref moved after this never points at a missing object.
 
-    The zlib stream is written by hand as stored (level 0) blocks: zlib's own level
-    0 runs at about 800 MB/s, framing + adler32 at over 2 GB/s. The git id (sha1) is
-    computed in a second thread, beside the OCI digest (hashlib releases the GIL).
+    The zlib stream is written by hand as stored (level 0) blocks (storage.deflate).
+    The git id (sha1) is computed in a second thread, beside the OCI digest
+    (hashlib releases the GIL).
     """
     hasher = digest.hasher() if digest is not None else None
     header = b"blob %d\x00" % size
@@ -67,7 +72,7 @@ def write_blob(
     tmp = objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
     try:
         with open(tmp, "xb") as out, ThreadPoolExecutor(1) as sha1_thread:
-            out.write(_ZLIB_HEADER + _stored_block_header(len(header)) + header)
+            out.write(deflate.ZLIB_HEADER + deflate.stored_block_header(len(header)) + header)
             pending = None
             remaining = size
             while remaining:
@@ -83,17 +88,12 @@ def write_blob(
                 if hasher is not None:
                     hasher.update(chunk)
                 adler = zlib.adler32(chunk, adler)
-                view = memoryview(chunk)
-                parts: list[bytes | memoryview] = []
-                for start in range(0, len(view), _STORED_MAX):
-                    block = view[start : start + _STORED_MAX]
-                    parts += (_stored_block_header(len(block)), block)
-                out.writelines(parts)
+                out.writelines(deflate.stored_blocks(chunk))
             if read(1):
                 raise SizeInvalid(f"more than {size} bytes")
             if pending is not None:
                 pending.result()
-            out.write(_FINAL_BLOCK + adler.to_bytes(4, "big"))
+            out.write(deflate.FINAL_BLOCK + adler.to_bytes(4, "big"))
             out.flush()
             os.fsync(out.fileno())
         if digest is not None and hasher is not None and not digest.matches(hasher):
@@ -104,14 +104,62 @@ def write_blob(
             tmp.unlink()
 
 
-_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, no dictionary, "fastest"
-_STORED_MAX = 0xFFFF
-_FINAL_BLOCK = b"\x01\x00\x00\xff\xff"  # an empty stored block with BFINAL set
+SPOOL_PREFIX = 64  # room for the zlib header and `blob <size>\\0` of any size
 
 
-def _stored_block_header(length: int) -> bytes:
-    """A non-final deflate stored block (RFC 1951 §3.2.4), byte-aligned."""
-    return b"\x00" + length.to_bytes(2, "little") + (length ^ 0xFFFF).to_bytes(2, "little")
+def new_spool(path: Path) -> None:
+    with open(path, "xb") as spool:
+        spool.write(bytes(SPOOL_PREFIX))
+
+
+def append_spool(spool: BinaryIO, data: bytes) -> None:
+    spool.writelines(deflate.stored_blocks(data))
+
+
+def spool_size(spool: BinaryIO) -> int:
+    """How many bytes a spool holds (a block cut short by a crash is dropped)."""
+    size, end = deflate.scan_stored_blocks(spool, SPOOL_PREFIX)
+    spool.truncate(end)
+    return size
+
+
+def install_spool(
+    objects_dir: Path, spool: BinaryIO, path: Path, size: int, digest: Digest | None
+) -> str:
+    """Make the spool at `path` (open as `spool`, `size` bytes) a loose blob; its git id.
+
+    One read computes the git id (and the OCI digest, when `digest` is given to
+    check), then the header goes in front and the end of the stream behind.
+    """
+    header = b"blob %d\x00" % size
+    git_id = hashlib.sha1(header)
+    adler = zlib.adler32(header)
+    hasher = digest.hasher() if digest is not None else None
+    spool.seek(SPOOL_PREFIX)
+    blocks = deflate.StoredBlocks(spool)
+    remaining = size
+    with ThreadPoolExecutor(1) as sha1_thread:
+        pending = None
+        while remaining:
+            chunk = blocks.read(min(CHUNK, remaining))
+            remaining -= len(chunk)
+            if pending is not None:
+                pending.result()
+            pending = sha1_thread.submit(git_id.update, chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            adler = zlib.adler32(chunk, adler)
+        if pending is not None:
+            pending.result()
+    if digest is not None and hasher is not None and not digest.matches(hasher):
+        raise DigestInvalid(str(digest))
+    spool.truncate()
+    spool.write(deflate.FINAL_BLOCK + adler.to_bytes(4, "big"))
+    spool.seek(0)
+    spool.write(deflate.zlib_prefix(header, SPOOL_PREFIX))
+    spool.flush()
+    os.fsync(spool.fileno())
+    return _install(objects_dir, path, git_id.hexdigest())
 
 
 def add_object(store: DiskObjectStore, obj: ShaFile) -> bytes:
@@ -142,60 +190,6 @@ def _install(objects_dir: Path, tmp: Path, oid: str) -> str:
     os.rename(tmp, final)
     fsync_dir(folder)
     return oid
-
-
-class _NotStored(Exception):
-    """The deflate stream has a compressed block: it needs real inflating."""
-
-
-class _StoredBlocks:
-    """A zlib stream made only of stored blocks, "inflated" by copying and seeking.
-
-    That is what hroot writes and what `git gc` writes with pack.compression=0:
-    copying runs at several GB/s where zlib's inflate runs at about 800 MB/s, and
-    a byte range is reached by seeking from block to block.
-    """
-
-    def __init__(self, file: BinaryIO) -> None:
-        self._file = file
-        self._left = 0  # bytes left in the current block
-        if len(file.read(2)) != 2:
-            raise OSError("git object ends early")
-
-    def read(self, n: int) -> bytes:
-        parts = []
-        while n:
-            if not self._left:
-                self._next_block()
-                continue
-            data = self._file.read(min(self._left, n))
-            if not data:
-                raise OSError("git object ends early")
-            parts.append(data)
-            self._left -= len(data)
-            n -= len(data)
-        return b"".join(parts)
-
-    def skip(self, n: int) -> None:
-        while n:
-            if not self._left:
-                self._next_block()
-                continue
-            step = min(self._left, n)
-            self._file.seek(step, os.SEEK_CUR)
-            self._left -= step
-            n -= step
-
-    def _next_block(self) -> None:
-        header = self._file.read(5)
-        if len(header) < 5:
-            raise OSError("git object ends early")
-        if header[0] & 0b110:
-            raise _NotStored
-        length = int.from_bytes(header[1:3], "little")
-        if length ^ int.from_bytes(header[3:5], "little") != 0xFFFF:
-            raise OSError("corrupt stored block in git object")
-        self._left = length
 
 
 class _Inflated:
@@ -234,7 +228,8 @@ class ObjectReader(BlobReader):
         self._file = file
         self._start = start
         self._consumed = 0  # bytes of the inflated stream consumed, header included
-        self._stream: _StoredBlocks | _Inflated = _StoredBlocks(file)
+        file.seek(start + len(deflate.ZLIB_HEADER))
+        self._stream: deflate.StoredBlocks | _Inflated = deflate.StoredBlocks(file)
         self._end = header + size
         self._through(lambda stream: stream.skip(header))
         self._consumed = header
@@ -251,10 +246,10 @@ class ObjectReader(BlobReader):
         self._through(lambda stream: stream.skip(n))
         self._consumed += n
 
-    def _through(self, step: Callable[[_StoredBlocks | _Inflated], Any]) -> Any:
+    def _through(self, step: Callable[[deflate.StoredBlocks | _Inflated], Any]) -> Any:
         try:
             return step(self._stream)
-        except _NotStored:
+        except deflate.NotStored:
             # A compressed block: start again with zlib, and come back to where we were.
             self._file.seek(self._start)
             self._stream = _Inflated(self._file)
@@ -314,11 +309,6 @@ def _open_packed(store: DiskObjectStore, pack_path: str, offset: int, oid: str) 
     if kind not in _DELTA_TYPES:
         raise KeyError(oid)
     # A delta: only small objects are deltified (core.bigFileThreshold), so let
-    # dulwich resolve it in memory, and serve it as a stored stream.
+    # dulwich resolve it in memory.
     _, data = store.get_raw(oid.encode())
-    stream = (
-        _ZLIB_HEADER + _stored_block_header(len(data)) + data if len(data) <= _STORED_MAX else None
-    )
-    if stream is None:
-        stream = zlib.compress(data, 0)
-    return ObjectReader(io.BytesIO(stream), 0, len(data))
+    return ObjectReader(io.BytesIO(zlib.compress(data, 0)), 0, len(data))

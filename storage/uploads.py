@@ -1,9 +1,11 @@
 """Uploads in progress: spool files under `<gitdir>/hroot/uploads/` (DESIGN.md §2.5).
 
-Not git objects: a crash leaves at worst an abandoned spool, never a broken ref.
-The sha256 of what was received is kept in memory as the bytes arrive, so the
-usual finish needs no extra pass to check the digest; after a restart (or for a
-sha512 digest) the check happens while the git object is written instead.
+Not git objects yet: a crash leaves at worst an abandoned spool, never a broken ref.
+Each spool is written in the layout of a loose git object (objects.new_spool), so
+finishing an upload reads it once and renames it into the object store. What was
+received is tallied in memory as it arrives (size, sha256), so the usual finish
+checks the digest with no extra work; after a restart, or in another process, the
+spool itself is scanned instead.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from storage import objects
+from storage import deflate, objects
 from storage.digests import Digest
 from storage.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, UploadOutOfOrder
 from storage.types import UploadWriter
@@ -29,10 +31,11 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass
 class _Received:
-    """The sha256 of the first `size` bytes of an upload."""
+    """What a spool of `length` bytes on disk holds: `size` bytes whose sha256 is known."""
 
+    length: int
     size: int
-    sha256: hashlib._Hash
+    sha256: hashlib._Hash | None
 
 
 class Uploads:
@@ -48,51 +51,57 @@ class Uploads:
         folder = self._root / upload_id
         folder.mkdir()
         (folder / "repo").write_text(repo)
-        (folder / "data").touch()
-        with self._lock:
-            self._received[upload_id] = _Received(0, hashlib.sha256())
+        objects.new_spool(folder / "data")
+        self._remember(upload_id, _Received(objects.SPOOL_PREFIX, 0, hashlib.sha256()))
         return upload_id
 
     def size(self, repo: str, upload_id: str) -> int:
-        return self._data(repo, upload_id).stat().st_size
+        with open(self._data(repo, upload_id), "rb") as spool:
+            return self._tally(upload_id, spool).size
 
     def open(self, repo: str, upload_id: str, offset: int | None) -> SpoolWriter:
-        file = self._locked(repo, upload_id, "ab")
-        size = file.tell()
-        if offset is not None and offset != size:
-            file.close()
-            raise UploadOutOfOrder(size, f"chunk starts at {offset}, upload ends at {size}")
-        with self._lock:
-            received = self._received.get(upload_id)
-        if received is not None and received.size != size:
-            received = None
-        return SpoolWriter(self, upload_id, file, size, received)
+        spool = self._locked(repo, upload_id)
+        received = self._tally(upload_id, spool)
+        if offset is not None and offset != received.size:
+            spool.close()
+            raise UploadOutOfOrder(
+                received.size, f"chunk at {offset}, upload ends at {received.size}"
+            )
+        spool.truncate(received.length)  # drops a block a crash cut short
+        spool.seek(received.length)
+        return SpoolWriter(self, upload_id, spool, received)
 
     def finish(self, repo: str, upload_id: str, digest: Digest) -> tuple[bytes, int]:
-        """Write the upload as a git object if `digest` matches; (object id, size)."""
-        with self._locked(repo, upload_id, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            with self._lock:
-                received = self._received.get(upload_id)
-            check: Digest | None = digest
-            if received is not None and received.size == size and digest.algorithm == "sha256":
-                if not digest.matches(received.sha256):
-                    self.cancel(repo, upload_id)
-                    raise DigestInvalid(str(digest))
-                check = None
-            try:
-                oid = objects.write_blob(self._objects_dir, file.read, size, check)
-            except Exception:
-                self.cancel(repo, upload_id)
-                raise
-        self.cancel(repo, upload_id)
-        return oid.encode(), size
+        """Make the upload a git object if `digest` matches; (object id, size)."""
+        path = self._data(repo, upload_id)
+        try:
+            with self._locked(repo, upload_id) as spool:
+                received = self._tally(upload_id, spool)
+                spool.truncate(received.length)
+                check: Digest | None = digest
+                if received.sha256 is not None and digest.algorithm == "sha256":
+                    if not digest.matches(received.sha256):
+                        raise DigestInvalid(str(digest))
+                    check = None  # already checked as the bytes came in
+                oid = objects.install_spool(self._objects_dir, spool, path, received.size, check)
+        finally:
+            self.cancel(repo, upload_id)
+        return oid.encode(), received.size
 
     def cancel(self, repo: str, upload_id: str) -> None:
         self._data(repo, upload_id)
-        with self._lock:
-            self._received.pop(upload_id, None)
+        self._remember(upload_id, None)
         shutil.rmtree(self._root / upload_id, ignore_errors=True)
+
+    def _tally(self, upload_id: str, spool: BinaryIO) -> _Received:
+        """What the spool holds: from memory if it matches the file, else by scanning it."""
+        length = os.fstat(spool.fileno()).st_size
+        with self._lock:
+            received = self._received.get(upload_id)
+        if received is not None and received.length == length:
+            return received
+        size, end = deflate.scan_stored_blocks(spool, objects.SPOOL_PREFIX)
+        return _Received(end, size, None)
 
     def _remember(self, upload_id: str, received: _Received | None) -> None:
         with self._lock:
@@ -110,44 +119,40 @@ class Uploads:
             raise BlobUploadUnknown(upload_id) from None
         return folder / "data"
 
-    def _locked(self, repo: str, upload_id: str, mode: str) -> BinaryIO:
-        """The spool file, opened and exclusively locked: one writer per upload."""
-        file = open(self._data(repo, upload_id), mode)  # noqa: SIM115 (caller closes)
+    def _locked(self, repo: str, upload_id: str) -> BinaryIO:
+        """The spool, opened and exclusively locked: one writer per upload."""
+        spool = open(self._data(repo, upload_id), "r+b")  # noqa: SIM115 (caller closes)
         try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(spool.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            file.close()
+            spool.close()
             raise BlobUploadInvalid(
                 upload_id, message="upload is in use by another request"
             ) from None
-        file.seek(0, os.SEEK_END if "a" in mode else os.SEEK_SET)
-        return file
+        return spool
 
 
 class SpoolWriter(UploadWriter):
     def __init__(
-        self,
-        uploads: Uploads,
-        upload_id: str,
-        file: BinaryIO,
-        size: int,
-        received: _Received | None,
+        self, uploads: Uploads, upload_id: str, spool: BinaryIO, received: _Received
     ) -> None:
         self.upload_id = upload_id
-        self.size = size
+        self.size = received.size
         self._uploads = uploads
-        self._file = file
+        self._spool = spool
         self._received = received
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        objects.append_spool(self._spool, data)
         self.size += len(data)
-        if self._received is not None:
+        if self._received.sha256 is not None:
             self._received.sha256.update(data)
-            self._received.size = self.size
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._spool.closed:
             return
-        self._file.close()
+        self._spool.flush()
+        self._received.size = self.size
+        self._received.length = self._spool.tell()
+        self._spool.close()
         self._uploads._remember(self.upload_id, self._received)

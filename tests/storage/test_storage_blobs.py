@@ -187,3 +187,20 @@ def test_delete_blob_from_staging_and_from_the_layout(store: Store) -> None:
     with pytest.raises(BlobUnknown):
         store.delete_blob("img", layer)
     assert_fsck_clean(store)
+
+
+def test_upload_cut_short_by_a_crash_resumes_from_its_last_whole_chunk(store: Store) -> None:
+    data = os.urandom(100_000)
+    upload = store.start_upload("img")
+    with store.open_upload("img", upload) as writer:
+        writer.write(data[:60_000])
+    spool = store.path / "hroot" / "uploads" / upload / "data"
+    with open(spool, "ab") as torn:  # a crash in the middle of the next write
+        torn.write(b"\x00\x10\x27")
+    restarted = Store.open(store.path)
+    assert restarted.upload_size("img", upload) == 60_000
+    with restarted.open_upload("img", upload, offset=60_000) as writer:
+        writer.write(data[60_000:])
+    assert restarted.finish_upload("img", upload, str(digests.of(data))).size == len(data)
+    assert read_all(restarted, "img", str(digests.of(data))) == data
+    assert_fsck_clean(restarted)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
 
-from storage import digests, objects
+from storage import deflate, digests, objects
 
 
 @pytest.fixture
@@ -74,3 +75,26 @@ def test_packed_objects_read_back(repo: Repo, compression: str) -> None:
     for kind, oid in oids.items():
         for offset in (0, 70_000):
             assert read_from(repo, oid, offset) == CONTENTS[kind][offset:]
+
+
+@pytest.mark.parametrize("digits", range(1, 21))
+def test_zlib_prefix_fits_every_blob_header(digits: int) -> None:
+    """An upload's spool leaves SPOOL_PREFIX bytes for a header of any size's length."""
+    header = b"blob " + b"9" * digits + b"\x00"
+    prefix = deflate.zlib_prefix(header, objects.SPOOL_PREFIX)
+    body = deflate.stored_block_header(3) + b"abc" + deflate.FINAL_BLOCK
+    stream = prefix + body + zlib.adler32(header + b"abc").to_bytes(4, "big")
+    inflater = zlib.decompressobj()
+    assert inflater.decompress(stream) == header + b"abc"
+    assert inflater.eof and not inflater.unused_data
+
+
+def test_spool_cut_short_by_a_crash_keeps_its_complete_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    objects.new_spool(path)
+    with open(path, "r+b") as spool:
+        spool.seek(0, os.SEEK_END)
+        objects.append_spool(spool, b"x" * 70_000)
+        spool.write(deflate.stored_block_header(1000) + b"only part")
+    with open(path, "rb") as spool:
+        assert deflate.scan_stored_blocks(spool, objects.SPOOL_PREFIX)[0] == 70_000
