@@ -45,7 +45,12 @@ async def put_manifest(request: web.Request) -> web.Response:
     body = await _read_manifest(request)
     media_type = request.headers.get("Content-Type", "").partition(";")[0].strip() or None
     manifest = await blocking(
-        store(request).put_manifest, name, request.match_info["reference"], body, media_type
+        store(request).put_manifest,
+        name,
+        request.match_info["reference"],
+        body,
+        media_type,
+        config(request).max_manifest_size,
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",

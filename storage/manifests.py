@@ -51,14 +51,16 @@ class ParsedManifest:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
-def parse(body: bytes, media_type: str | None = None) -> ParsedManifest:
+def parse(
+    body: bytes, media_type: str | None = None, max_size: int = MAX_MANIFEST_SIZE
+) -> ParsedManifest:
     """Check a manifest's shape and say what it references.
 
     `media_type` is the Content-Type the client sent, if any; the body's own
     `mediaType` wins when present, and the two must agree.
     """
-    if len(body) > MAX_MANIFEST_SIZE:
-        raise ManifestTooLarge(f"{len(body)} bytes; the limit is {MAX_MANIFEST_SIZE}")
+    if len(body) > max_size:
+        raise ManifestTooLarge(f"{len(body)} bytes; the limit is {max_size}")
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -162,6 +162,14 @@ def install_spool(
     return _install(objects_dir, path, git_id.hexdigest())
 
 
+def has_object(store: DiskObjectStore, oid: bytes) -> bool:
+    """Whether git has the object, without reading it (dulwich's `in` inflates it whole)."""
+    hexsha = oid.decode()
+    return os.path.exists(os.path.join(store.path, hexsha[:2], hexsha[2:])) or (
+        store.contains_packed(oid)
+    )
+
+
 def add_object(store: DiskObjectStore, obj: ShaFile) -> bytes:
     """Add a small object (tree, commit, manifest) via dulwich; return its id.
 
@@ -169,7 +177,7 @@ def add_object(store: DiskObjectStore, obj: ShaFile) -> bytes:
     index.json from two pushes): the loser of git's lock waits for the winner.
     """
     deadline = time.monotonic() + 30
-    while obj.id not in store:
+    while not has_object(store, obj.id):
         try:
             store.add_object(obj)
         except FileLocked:

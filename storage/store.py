@@ -80,6 +80,9 @@ class Store:
         # Objects are synced before any ref moves onto them (git's own knob for this,
         # core.fsyncObjectFiles, is deprecated and git warns about it on every command).
         self._objects.fsync_object_files = True
+        # dulwich takes core.bigFileThreshold (1 MiB here, for `git gc`) as the largest
+        # loose object it will read; index.json and trees of big repositories are larger.
+        self._objects.loose_object_size_limit = 1 << 40
         self._refs = repo.refs
         self._cache = ObjectCache(self._objects)
         self._trees = TreeWriter(self._objects, self._cache)
@@ -204,7 +207,12 @@ class Store:
 
     # --- manifests --------------------------------------------------------
     def put_manifest(
-        self, repo: str, reference: str, body: bytes, media_type: str | None = None
+        self,
+        repo: str,
+        reference: str,
+        body: bytes,
+        media_type: str | None = None,
+        max_size: int = manifests.MAX_MANIFEST_SIZE,
     ) -> Manifest:
         """Put a manifest by digest or under a tag: one commit, taking in its staged blobs."""
         names.check_name(repo)
@@ -215,7 +223,7 @@ class Store:
                 raise DigestInvalid(reference, message="manifest does not match its digest")
         else:
             digest, tag = digests.of(body), names.check_tag(reference)
-        parsed = manifests.parse(body, media_type)
+        parsed = manifests.parse(body, media_type, max_size)
         manifest_oid = objects.add_object(self._objects, Blob.from_string(body))
         descriptor: Descriptor = {
             "mediaType": parsed.media_type,

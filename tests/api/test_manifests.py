@@ -123,6 +123,16 @@ async def test_manifest_over_the_limit_is_413(make_api: Callable[..., Awaitable[
     await assert_error(resp, 413, "MANIFEST_INVALID")
 
 
+async def test_a_limit_above_4_mib_is_honoured(make_api: Callable[..., Awaitable[Api]]) -> None:
+    """max_manifest_size is the registry's setting, not a fixed 4 MiB in the store."""
+    api = await make_api(max_manifest_size=8 * 1024 * 1024)
+    image = await api.push_image("img", tag=None)
+    document = json.loads(image.manifest)
+    document["annotations"] = {"padding": "x" * (5 * 1024 * 1024)}
+    resp = await api.put_manifest("img", "big", json.dumps(document).encode())
+    assert resp.status == 201, await resp.text()
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 @pytest.mark.parametrize("tag", ["-lead", "a" * 129, "bad!tag"])
 async def test_malformed_tag_is_400(api: Api, method: str, tag: str) -> None:
