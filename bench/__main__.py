@@ -63,7 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=1200.0,
+        default=300.0,
         help="seconds one round (or a server's setup) may take",
     )
     parser.add_argument(

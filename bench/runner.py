@@ -20,24 +20,46 @@ from bench.report import Outcome, WorkloadResult
 from bench.servers import REPO_ROOT, Distribution, Hroot, Server
 from bench.workloads import Workload
 
+STATUS_INTERVAL = 30.0
+
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+async def _tell_status(server: Server, workload: Workload) -> None:
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        if workload.status:
+            progress(f"  {server.name}: {workload.status}")
+
+
 async def _attempt(
-    server: Server, outcome: Outcome, step: Awaitable[Mapping[str, float]], timeout: float
+    server: Server,
+    workload: Workload,
+    outcome: Outcome,
+    step: Awaitable[Mapping[str, float]],
+    timeout: float,
 ) -> None:
     """Awaits one step, recording its metrics or, if it fails, the error."""
+    teller = asyncio.create_task(_tell_status(server, workload))
     try:
         metrics = await asyncio.wait_for(step, timeout)
+    except TimeoutError:
+        outcome.error = f"no result within {timeout:.0f} s (--timeout)"
     except Exception as error:
         outcome.error = f"{type(error).__name__}: {error}"
+    else:
+        outcome.add(metrics)
+        done = ", ".join(f"{name} {value:.3g}" for name, value in metrics.items())
+        progress(f"  {server.name}: {done or 'ready'}")
+    finally:
+        teller.cancel()
+    if outcome.error is not None:
+        if workload.status:
+            outcome.error += f" ({workload.status})"
         progress(f"  {server.name} failed: {outcome.error}")
-        return
-    outcome.add(metrics)
-    done = ", ".join(f"{name} {value:.3g}" for name, value in metrics.items())
-    progress(f"  {server.name}: {done or 'ready'}")
+    workload.status = ""
 
 
 async def _start_and_prepare(server: Server, workload: Workload) -> Mapping[str, float]:
@@ -53,16 +75,15 @@ async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
     outcomes = {server.name: Outcome() for server in servers}
     try:
         for server in servers:
-            await _attempt(
-                server, outcomes[server.name], _start_and_prepare(server, workload), timeout
-            )
+            outcome = outcomes[server.name]
+            await _attempt(server, workload, outcome, _start_and_prepare(server, workload), timeout)
         for number in range(workload.rounds):
             progress(f"workload {workload.number} round {number + 1}/{workload.rounds}")
             for server in servers:
-                if outcomes[server.name].error is None:
-                    await _attempt(
-                        server, outcomes[server.name], workload.run_round(server, number), timeout
-                    )
+                outcome = outcomes[server.name]
+                if outcome.error is None:
+                    step = workload.run_round(server, number)
+                    await _attempt(server, workload, outcome, step, timeout)
     finally:
         for server in servers:
             await server.stop()

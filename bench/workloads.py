@@ -55,6 +55,7 @@ class Workload:
     title: str
     rounds = 3
     tools: tuple[str, ...] = ()  # programs it runs besides the registries
+    status = ""  # how far a long step has got, for progress lines and timeout errors
 
     def __init__(self, home: Path) -> None:
         self.home = home  # its images, its servers' folders; removed once it has run
@@ -275,27 +276,39 @@ class ManyTagsAndRepositories(Workload):
             await client.upload_blob(repo, blob, self.image.blob_file(blob), mount_from=self.repo)
         await client.put_manifest(repo, "v1", self.image.manifest)
 
+    async def _populate(self, what: str, jobs: Iterable[Awaitable[None]], total: int) -> float:
+        """Awaits the jobs `writers` at a time, keeping `status` current; returns the seconds."""
+        start = time.perf_counter()
+        done = 0
+
+        async def counted(job: Awaitable[None]) -> None:
+            nonlocal done
+            await job
+            done += 1
+            self.status = f"{done} of {total} {what} in {time.perf_counter() - start:.0f} s"
+
+        await bounded(self.writers, (counted(job) for job in jobs))
+        return time.perf_counter() - start
+
     async def prepare(self, server: Server) -> Metrics:
         assert self.image is not None
         async with registry_client(server.url, self.writers) as client:
             await client.push_image(self.repo, self.image)
-            tags = await timed(
-                bounded(
-                    self.writers,
-                    (
-                        client.put_manifest(self.repo, tag, self._tiny_manifest(tag))
-                        for tag in (f"t{n:05d}" for n in range(self.tags))
-                    ),
-                )
+            tags = await self._populate(
+                "tags",
+                (
+                    client.put_manifest(self.repo, tag, self._tiny_manifest(tag))
+                    for tag in (f"t{n:05d}" for n in range(self.tags))
+                ),
+                self.tags,
             )
-            repositories = await timed(
-                bounded(
-                    self.writers,
-                    (
-                        self._populate_repository(client, f"bench/r{n:05d}")
-                        for n in range(self.repositories)
-                    ),
-                )
+            repositories = await self._populate(
+                "repositories",
+                (
+                    self._populate_repository(client, f"bench/r{n:05d}")
+                    for n in range(self.repositories)
+                ),
+                self.repositories,
             )
         return {
             f"populate {self.tags} tags (s)": tags,
