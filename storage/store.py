@@ -266,7 +266,8 @@ class Store:
         if oid is None:
             raise ManifestUnknown(reference)
         body = self._cache.raw(oid)
-        subject = self._parsed(oid).subject
+        parsed = self._parsed(oid)
+        subject = parsed.subject if parsed is not None else None
         return Manifest(found["digest"], found["mediaType"], body, _str(subject))
 
     def delete_manifest(self, repo: str, digest: str) -> None:
@@ -366,9 +367,12 @@ class Store:
         return self._cache.get("size", oid, load, _one)
 
     def _parsed(self, oid: bytes) -> ParsedManifest | None:
+        """A stored manifest, parsed; None for one that no longer parses (e.g. pushed by git)."""
+
         def load() -> ParsedManifest | None:
+            body = self._cache.raw(oid)
             try:
-                return manifests.parse(self._cache.raw(oid))
+                return manifests.parse(body, max_size=len(body))
             except StoreError:
                 return None
 
