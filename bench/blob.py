@@ -213,7 +213,7 @@ class BlobResult:
                 f"storage.Store with one {human_bytes(self.size)} random blob; "
                 f"git gc took {self.gc_seconds:.1f} s ({self.gc_counts})",
                 "",
-                *format_table(header, rows, left=1),
+                *format_table(header, rows, align="lrrrl"),
             ]
         )
 

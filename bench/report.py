@@ -72,12 +72,11 @@ def format_table(
     header: list[str],
     rows: list[list[str]],
     titles: Mapping[int, str] | None = None,
-    left: int = 2,
+    align: str = "ll",
 ) -> list[str]:
-    """Lines of a table: the first `left` columns left-aligned, the rest right-aligned.
-
-    A row may be shorter than the header; `titles` maps a row index to a line printed
-    above that row, across the columns.
+    """Lines of a table; column i is left-aligned if align[i] is "l", right-aligned if it is
+    "r" or missing. A row may be shorter than the header; `titles` maps a row index to a
+    line printed above that row, across the columns.
     """
     widths = [
         max(len(row[i]) for row in [header, *rows] if i < len(row)) for i in range(len(header))
@@ -85,8 +84,8 @@ def format_table(
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            cell.ljust(w) if i < left else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=False))
+            cell.ljust(width) if align[i : i + 1] == "l" else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=False))
         ).rstrip()
 
     out = [line(header)]
