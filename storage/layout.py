@@ -46,10 +46,12 @@ class ObjectCache:
         return self.get("tree", oid, lambda: self._objects[oid], len)
 
     def json(self, oid: bytes) -> Any:
-        return self.get("json", oid, lambda: json.loads(self.raw(oid)), _json_cost)
+        load = lambda: json.loads(self._objects[oid].as_raw_string())  # noqa: E731
+        return self.get("json", oid, load, _json_cost)
 
     def raw(self, oid: bytes) -> bytes:
-        return self._objects[oid].as_raw_string()
+        """A small object's bytes, cached (a manifest is read by every pull of it)."""
+        return self.get("raw", oid, lambda: self._objects[oid].as_raw_string(), _bytes_cost)
 
     def get(
         self, kind: str, oid: bytes, load: Callable[[], Any], cost: Callable[[Any], int] = len
@@ -70,6 +72,10 @@ class ObjectCache:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._used -= dropped
         return value
+
+
+def _bytes_cost(data: bytes) -> int:
+    return len(data) // 100  # about what a parsed tree entry costs
 
 
 def _json_cost(document: Any) -> int:
@@ -108,6 +114,23 @@ def blob_digests(cache: ObjectCache, tree_oid: bytes | None) -> dict[Digest, byt
 def read_index(cache: ObjectCache, tree_oid: bytes | None) -> list[Descriptor]:
     oid = entry(cache, tree_oid, b"index.json")
     return [] if oid is None else list(cache.json(oid)["manifests"])
+
+
+def find_manifest(cache: ObjectCache, tree_oid: bytes | None, reference: str) -> Descriptor | None:
+    """The index.json entry for a tag or a digest (tags never contain `:`, digests do)."""
+    oid = entry(cache, tree_oid, b"index.json")
+    if oid is None:
+        return None
+
+    def by_reference() -> dict[str, Descriptor]:
+        found: dict[str, Descriptor] = {}
+        for d in cache.json(oid)["manifests"]:
+            found.setdefault(d["digest"], d)
+            if (tag := tag_of(d)) is not None:
+                found[tag] = d
+        return found
+
+    return cache.get("by-reference", oid, by_reference).get(reference)
 
 
 class TreeWriter:

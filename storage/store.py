@@ -259,7 +259,12 @@ class Store:
 
     def get_manifest(self, repo: str, reference: str) -> Manifest:
         _, tree = self._tip(repo, must_exist=True)
-        found = self._find_manifest(tree, reference)
+        key = (
+            str(digests.parse(reference))
+            if digests.is_digest(reference)
+            else names.check_tag(reference)
+        )
+        found = layout.find_manifest(self._cache, tree, key)
         if found is None:
             raise ManifestUnknown(reference)
         oid = layout.find_blob(self._cache, tree, digests.parse(found["digest"]))
@@ -377,16 +382,6 @@ class Store:
                 return None
 
         return self._cache.get("manifest", oid, load, _one)
-
-    def _find_manifest(self, tree: bytes | None, reference: str) -> Descriptor | None:
-        if digests.is_digest(reference):
-            key, value = "digest", str(digests.parse(reference))
-        else:
-            key, value = "tag", names.check_tag(reference)
-        for d in layout.read_index(self._cache, tree):
-            if (tag_of(d) if key == "tag" else d["digest"]) == value:
-                return d
-        return None
 
     def _base_image(self, layers: list[Digest]) -> _Base | None:
         """The image whose layers are the longest proper prefix of `layers`, in any repository.
