@@ -46,8 +46,9 @@ class ObjectCache:
         return self.get("tree", oid, lambda: self._objects[oid], len)
 
     def json(self, oid: bytes) -> Any:
-        load = lambda: json.loads(self._objects[oid].as_raw_string())  # noqa: E731
-        return self.get("json", oid, load, _json_cost)
+        return self.get(
+            "json", oid, lambda: json.loads(self._objects[oid].as_raw_string()), _json_cost
+        )
 
     def raw(self, oid: bytes) -> bytes:
         """A small object's bytes, cached (a manifest is read by every pull of it)."""
