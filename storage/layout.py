@@ -7,7 +7,6 @@ git object id, which never changes meaning, so the cache needs no invalidation.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -17,15 +16,12 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Tree
 
 from storage.digests import Digest
+from storage.index import Index
 from storage.objects import add_object
 
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
-TAG_ANNOTATION = "org.opencontainers.image.ref.name"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-Descriptor = dict[str, Any]
 
 
 class ObjectCache:
@@ -45,14 +41,12 @@ class ObjectCache:
     def tree(self, oid: bytes) -> Tree:
         return self.get("tree", oid, lambda: self._objects[oid], len)
 
-    def json(self, oid: bytes) -> Any:
-        return self.get(
-            "json", oid, lambda: json.loads(self._objects[oid].as_raw_string()), _json_cost
-        )
-
     def raw(self, oid: bytes) -> bytes:
         """A small object's bytes, cached (a manifest is read by every pull of it)."""
-        return self.get("raw", oid, lambda: self._objects[oid].as_raw_string(), _bytes_cost)
+        return self.get("raw", oid, lambda: self.raw_uncached(oid), _bytes_cost)
+
+    def raw_uncached(self, oid: bytes) -> bytes:
+        return self._objects[oid].as_raw_string()
 
     def get(
         self, kind: str, oid: bytes, load: Callable[[], Any], cost: Callable[[Any], int] = len
@@ -64,23 +58,21 @@ class ObjectCache:
                 self._items.move_to_end(key)
                 return self._items[key][0]
         value = load()
-        weight = max(1, cost(value))
+        self.put(kind, oid, value, cost(value))
+        return value
+
+    def put(self, kind: str, oid: bytes, value: Any, cost: int) -> None:
         with self._lock:
-            if key not in self._items:
-                self._items[key] = (value, weight)
-                self._used += weight
+            if (kind, oid) not in self._items:
+                self._items[(kind, oid)] = (value, max(1, cost))
+                self._used += max(1, cost)
             while self._used > self._budget and len(self._items) > 1:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._used -= dropped
-        return value
 
 
 def _bytes_cost(data: bytes) -> int:
     return len(data) // 100  # about what a parsed tree entry costs
-
-
-def _json_cost(document: Any) -> int:
-    return len(document.get("manifests", ())) if isinstance(document, dict) else 1
 
 
 def entry(cache: ObjectCache, tree_oid: bytes | None, *path: bytes) -> bytes | None:
@@ -112,26 +104,11 @@ def blob_digests(cache: ObjectCache, tree_oid: bytes | None) -> dict[Digest, byt
     return found
 
 
-def read_index(cache: ObjectCache, tree_oid: bytes | None) -> list[Descriptor]:
-    oid = entry(cache, tree_oid, b"index.json")
-    return [] if oid is None else list(cache.json(oid)["manifests"])
-
-
-def find_manifest(cache: ObjectCache, tree_oid: bytes | None, reference: str) -> Descriptor | None:
-    """The index.json entry for a tag or a digest (tags never contain `:`, digests do)."""
+def read_index(cache: ObjectCache, tree_oid: bytes | None) -> Index:
     oid = entry(cache, tree_oid, b"index.json")
     if oid is None:
-        return None
-
-    def by_reference() -> dict[str, Descriptor]:
-        found: dict[str, Descriptor] = {}
-        for d in cache.json(oid)["manifests"]:
-            found.setdefault(d["digest"], d)
-            if (tag := tag_of(d)) is not None:
-                found[tag] = d
-        return found
-
-    return cache.get("by-reference", oid, by_reference).get(reference)
+        return Index.empty()
+    return cache.get("index", oid, lambda: Index.parse(cache.raw_uncached(oid)), len)
 
 
 class TreeWriter:
@@ -144,15 +121,16 @@ class TreeWriter:
     def layout(
         self,
         base: bytes | None,
-        index: list[Descriptor],
+        index: Index,
         add: dict[Digest, bytes] | None = None,
         remove: Iterable[Digest] = (),
     ) -> bytes:
         """The id of layout `base` with blobs added/removed and `index` as its index.json."""
         root = self._with_blobs(base, add or {}, set(remove))
         self._set(root, b"oci-layout", self._add(Blob.from_string(OCI_LAYOUT)), FILE_MODE)
-        index_blob = Blob.from_string(encode_index(index))
+        index_blob = Blob.from_string(index.encode())
         self._set(root, b"index.json", self._add(index_blob), FILE_MODE)
+        self._cache.put("index", index_blob.id, index, len(index))  # the next push starts here
         return self._add(root)
 
     def staging(
@@ -211,22 +189,3 @@ class TreeWriter:
 
     def _add(self, obj: Tree | Blob) -> bytes:
         return add_object(self._objects, obj)
-
-
-def encode_index(manifests: list[Descriptor]) -> bytes:
-    """index.json, deterministic: tagged entries by tag, then untagged by digest."""
-
-    def order(d: Descriptor) -> tuple[int, str, str]:
-        tag = d.get("annotations", {}).get(TAG_ANNOTATION)
-        return (0, tag, d["digest"]) if tag is not None else (1, "", d["digest"])
-
-    document = {
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": sorted(manifests, key=order),
-    }
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
-def tag_of(descriptor: Descriptor) -> str | None:
-    return descriptor.get("annotations", {}).get(TAG_ANNOTATION)

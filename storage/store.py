@@ -27,7 +27,8 @@ from storage.errors import (
     NameUnknown,
     StoreError,
 )
-from storage.layout import Descriptor, ObjectCache, TreeWriter, tag_of
+from storage.index import Descriptor, Index
+from storage.layout import ObjectCache, TreeWriter
 from storage.manifests import ParsedManifest
 from storage.types import BlobInfo, BlobReader, Manifest, UploadWriter
 from storage.uploads import Uploads
@@ -38,10 +39,11 @@ FORMAT = b"1"
 AUTHOR = b"hroot <hroot@localhost>"
 
 # Set on creation so that a plain `git gc` by a person stays cheap: big blobs are not
-# delta-searched and not recompressed (80 s -> 2 s on 500 MiB of layers).
+# delta-searched and not recompressed (80 s -> 2 s on 500 MiB of layers). Small loose
+# objects (index.json, trees) are rewritten by every push: zlib level 1 for them.
 _REPOSITORY_CONFIG = {
     (b"hroot",): {b"format": FORMAT},
-    (b"core",): {b"bigFileThreshold": b"1048576"},
+    (b"core",): {b"bigFileThreshold": b"1048576", b"looseCompression": b"1"},
     (b"pack",): {b"compression": b"0"},
 }
 
@@ -122,8 +124,7 @@ class Store:
     def tags(self, repo: str, n: int | None = None, last: str | None = None) -> list[str]:
         """Tags of repo, sorted; at most n after `last`. NameUnknown if repo has no branch."""
         _, tree = self._tip(repo, must_exist=True)
-        tags = {tag_of(d) for d in layout.read_index(self._cache, tree)}
-        return _page(sorted(t for t in tags if t is not None), n, last)
+        return _page(layout.read_index(self._cache, tree).tags(), n, last)
 
     # --- blobs ------------------------------------------------------------
     def stat_blob(self, repo: str, digest: str) -> BlobInfo:
@@ -238,11 +239,9 @@ class Store:
             taken.update(self._referenced_blobs(repo, tree, parsed))
             index = layout.read_index(self._cache, tree)
             if tag is not None:
-                index = _untag(index, tag)
-                index = [d for d in index if d["digest"] != str(digest) or tag_of(d) is not None]
-                index.append({**descriptor, "annotations": {layout.TAG_ANNOTATION: tag}})
-            elif not any(d["digest"] == str(digest) for d in index):
-                index.append(descriptor)
+                index = index.with_tag(tag, descriptor)
+            else:
+                index = index.with_manifest(descriptor)
             new_tree = self._trees.layout(tree, index, add={**taken, digest: manifest_oid})
             where = f"{repo}:{tag}" if tag else f"{repo}@{digest}"
             trailers = [("Manifest-Digest", str(digest)), ("Media-Type", parsed.media_type)]
@@ -264,7 +263,7 @@ class Store:
             if digests.is_digest(reference)
             else names.check_tag(reference)
         )
-        found = layout.find_manifest(self._cache, tree, key)
+        found = layout.read_index(self._cache, tree).find(key)
         if found is None:
             raise ManifestUnknown(reference)
         oid = layout.find_blob(self._cache, tree, digests.parse(found["digest"]))
@@ -281,12 +280,11 @@ class Store:
 
         def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
             index = layout.read_index(self._cache, tree)
-            kept = [d for d in index if d["digest"] != str(parsed)]
-            if len(kept) == len(index):
+            if index.find(str(parsed)) is None:
                 raise ManifestUnknown(str(parsed))
-            gone = sorted(t for d in index if d["digest"] == str(parsed) if (t := tag_of(d)))
+            gone = index.tags_of(str(parsed))
             return _Change(
-                self._trees.layout(tree, kept, remove=[parsed]),
+                self._trees.layout(tree, index.without_manifest(str(parsed)), remove=[parsed]),
                 f"delete manifest {repo}@{parsed}",
                 [("Manifest-Digest", str(parsed))] + [("Tag", t) for t in gone],
             )
@@ -299,11 +297,11 @@ class Store:
 
         def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
             index = layout.read_index(self._cache, tree)
-            found = next((d for d in index if tag_of(d) == tag), None)
+            found = index.find(tag)
             if found is None:
                 raise ManifestUnknown(tag)
             return _Change(
-                self._trees.layout(tree, _untag(index, tag)),
+                self._trees.layout(tree, index.without_tag(tag)),
                 f"delete tag {repo}:{tag}",
                 [("Tag", tag), ("Manifest-Digest", found["digest"])],
             )
@@ -316,7 +314,7 @@ class Store:
         names.check_name(repo)
         _, tree = self._tip(repo)
         found: dict[str, Descriptor] = {}
-        for d in layout.read_index(self._cache, tree):
+        for d in layout.read_index(self._cache, tree).manifests():
             oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
             info = self._parsed(oid) if oid is not None else None
             if info is None or info.subject != subject:
@@ -395,7 +393,7 @@ class Store:
         best_length = 0
         for name in self.repositories():
             tip, tree = self._tip(name)
-            for d in layout.read_index(self._cache, tree):
+            for d in layout.read_index(self._cache, tree).manifests():
                 oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
                 info = self._parsed(oid) if oid is not None else None
                 prefix = info.layers if info is not None else []
@@ -463,7 +461,7 @@ class Store:
             parents = [tip] if tip is not None else []
             if wanted.lineage is not None:
                 if not parents:  # a second parent needs a first: the empty repository
-                    empty = self._trees.layout(None, [])
+                    empty = self._trees.layout(None, Index.empty())
                     parents = [self._write_commit(empty, [], f"create {repo}", [])]
                 parents.append(wanted.lineage)
             commit = self._write_commit(wanted.tree, parents, wanted.summary, wanted.trailers)
@@ -500,16 +498,6 @@ class Store:
             new = edit(staged)
             if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
                 return
-
-
-def _untag(index: list[Descriptor], tag: str) -> list[Descriptor]:
-    """`index` without `tag`; the manifest it named stays, untagged if that was its last tag."""
-    found = [d for d in index if tag_of(d) == tag]
-    kept = [d for d in index if tag_of(d) != tag]
-    for d in found:
-        if not any(k["digest"] == d["digest"] for k in kept):
-            kept.append({key: value for key, value in d.items() if key != "annotations"})
-    return kept
 
 
 def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:

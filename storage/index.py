@@ -1,0 +1,128 @@
+"""index.json of a repository's layout: every manifest, tags as ref.name annotations.
+
+A push rewrites index.json whole (it is one git blob), so with 10,000 tags each push
+would parse, edit and re-serialize 10,000 entries. An `Index` keeps each entry with
+its serialized text, is edited by copying two dicts, and is cached by the id of the
+blob it was read from or written to: a push costs a sort and a join, not a parse.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TAG_ANNOTATION = "org.opencontainers.image.ref.name"
+MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+Descriptor = dict[str, Any]
+
+
+def _text(descriptor: Descriptor) -> str:
+    return json.dumps(descriptor, sort_keys=True, separators=(",", ":"))
+
+
+class Index:
+    """Immutable; the edits return a new Index."""
+
+    def __init__(self, entries: dict[str, tuple[Descriptor, str]], counts: dict[str, int]) -> None:
+        # key: the tag of a tagged entry, the digest of an untagged one (tags have no ":")
+        self._entries = entries
+        self._counts = counts  # digest -> how many entries name it
+        self._tags: list[str] | None = None
+
+    @classmethod
+    def empty(cls) -> Index:
+        return cls({}, {})
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Index:
+        index = cls.empty()
+        for descriptor in json.loads(raw)["manifests"]:
+            index._add(descriptor)
+        return index
+
+    def encode(self) -> bytes:
+        """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys."""
+        tags = sorted(k for k in self._entries if ":" not in k)
+        untagged = sorted(k for k in self._entries if ":" in k)
+        manifests = ",".join(self._entries[k][1] for k in tags + untagged)
+        return (
+            f'{{"manifests":[{manifests}],"mediaType":"{MEDIA_TYPE}","schemaVersion":2}}'
+        ).encode()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def tags(self) -> list[str]:
+        if self._tags is None:
+            self._tags = sorted(k for k in self._entries if ":" not in k)
+        return self._tags
+
+    def find(self, reference: str) -> Descriptor | None:
+        """The entry of a tag, or an entry of a digest."""
+        found = self._entries.get(reference)
+        if found is None and reference in self._counts:
+            found = next(e for e in self._entries.values() if e[0]["digest"] == reference)
+        return found[0] if found is not None else None
+
+    def manifests(self) -> list[Descriptor]:
+        """One entry per manifest, whatever its tags."""
+        seen: dict[str, Descriptor] = {}
+        for descriptor, _ in self._entries.values():
+            seen.setdefault(descriptor["digest"], descriptor)
+        return list(seen.values())
+
+    def tags_of(self, digest: str) -> list[str]:
+        if digest not in self._counts:
+            return []
+        return sorted(
+            k for k, (d, _) in self._entries.items() if d["digest"] == digest and ":" not in k
+        )
+
+    def with_tag(self, tag: str, descriptor: Descriptor) -> Index:
+        """`tag` on this manifest; the manifest it named before stays, untagged if need be."""
+        new = self.without_tag(tag)
+        new._remove(descriptor["digest"])
+        new._add({**descriptor, "annotations": {TAG_ANNOTATION: tag}})
+        return new
+
+    def with_manifest(self, descriptor: Descriptor) -> Index:
+        """The manifest, untagged, unless it is already here."""
+        if descriptor["digest"] in self._counts:
+            return self
+        new = self._copy()
+        new._add(descriptor)
+        return new
+
+    def without_tag(self, tag: str) -> Index:
+        new = self._copy()
+        found = new._remove(tag)
+        if found is not None and found["digest"] not in new._counts:
+            new._add({k: v for k, v in found.items() if k != "annotations"})
+        return new
+
+    def without_manifest(self, digest: str) -> Index:
+        new = self._copy()
+        for key in [k for k, (d, _) in self._entries.items() if d["digest"] == digest]:
+            new._remove(key)
+        return new
+
+    def _copy(self) -> Index:
+        return Index(dict(self._entries), dict(self._counts))
+
+    def _add(self, descriptor: Descriptor) -> None:
+        tag = descriptor.get("annotations", {}).get(TAG_ANNOTATION)
+        key = tag if tag is not None else descriptor["digest"]
+        self._remove(key)
+        self._entries[key] = (descriptor, _text(descriptor))
+        self._counts[descriptor["digest"]] = self._counts.get(descriptor["digest"], 0) + 1
+
+    def _remove(self, key: str) -> Descriptor | None:
+        found = self._entries.pop(key, None)
+        if found is None:
+            return None
+        digest = found[0]["digest"]
+        self._counts[digest] -= 1
+        if not self._counts[digest]:
+            del self._counts[digest]
+        return found[0]
