@@ -3,7 +3,7 @@
 dulwich's object APIs hold a whole object in memory (a 1 GiB blob costs 2-3 GiB of RSS
 to write or read, and it refuses loose objects over 512 MiB). These functions write
 and read blobs of any size in constant memory, in git's own formats: a loose object
-(zlib of `blob <size>\\0<bytes>`) or an entry of a pack after `git gc`. Layers are
+(zlib of `blob <size>\0<bytes>`) or an entry of a pack after `git gc`. Layers are
 already gzip or zstd, so blobs are stored at zlib level 0: any higher level caps the
 writer at 45-60 MB/s and saves nothing.
 
@@ -22,7 +22,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,6 +48,47 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _BlobHashes:
+    """What a blob's bytes must be hashed for, in one pass: its git id, the adler32 of
+    its zlib stream and, to check a claimed `digest`, its OCI digest.
+
+    The git id (sha1) is computed in a second thread, beside the rest (hashlib
+    releases the GIL), one chunk behind.
+    """
+
+    def __init__(self, size: int, digest: Digest | None) -> None:
+        self.header = b"blob %d\x00" % size
+        self._digest = digest
+        self._oci = digest.hasher() if digest is not None else None
+        self._git_id = hashlib.sha1(self.header)
+        self._adler = zlib.adler32(self.header)
+        self._thread = ThreadPoolExecutor(1)
+        self._pending: Future[None] | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._thread.submit(self._git_id.update, chunk)
+        if self._oci is not None:
+            self._oci.update(chunk)
+        self._adler = zlib.adler32(chunk, self._adler)
+
+    def finish(self) -> tuple[str, bytes]:
+        """(git id, zlib trailer); DigestInvalid if the bytes are not the claimed digest."""
+        if self._pending is not None:
+            self._pending.result()
+        self._thread.shutdown()
+        if self._digest is not None and not self._digest.matches(self._oci):  # type: ignore[arg-type]
+            raise DigestInvalid(str(self._digest))
+        return self._git_id.hexdigest(), self._adler.to_bytes(4, "big")
+
+    def __enter__(self) -> _BlobHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.shutdown()
+
+
 def write_blob(
     objects_dir: Path,
     read: Callable[[int], bytes],
@@ -59,21 +100,14 @@ def write_blob(
     One pass computes the git id and the OCI digest and writes the object. A
     `digest` that does not match, or fewer or more bytes than `size`, raise and
     leave nothing behind. The object is synced before it gets its final name, so
-    a ref moved after this never points at a missing object.
-
-    The zlib stream is written by hand as stored (level 0) blocks (storage.deflate).
-    The git id (sha1) is computed in a second thread, beside the OCI digest
-    (hashlib releases the GIL).
+    a ref moved after this never points at a missing object. The zlib stream is
+    written by hand as stored (level 0) blocks (storage.deflate).
     """
-    hasher = digest.hasher() if digest is not None else None
-    header = b"blob %d\x00" % size
-    git_id = hashlib.sha1(header)
-    adler = zlib.adler32(header)
     tmp = objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
     try:
-        with open(tmp, "xb") as out, ThreadPoolExecutor(1) as sha1_thread:
+        with open(tmp, "xb") as out, _BlobHashes(size, digest) as hashes:
+            header = hashes.header
             out.write(deflate.ZLIB_HEADER + deflate.stored_block_header(len(header)) + header)
-            pending = None
             remaining = size
             while remaining:
                 chunk = read(min(CHUNK, remaining))
@@ -82,29 +116,21 @@ def write_blob(
                 if len(chunk) > remaining:
                     raise SizeInvalid(f"more than {size} bytes")
                 remaining -= len(chunk)
-                if pending is not None:
-                    pending.result()
-                pending = sha1_thread.submit(git_id.update, chunk)
-                if hasher is not None:
-                    hasher.update(chunk)
-                adler = zlib.adler32(chunk, adler)
+                hashes.update(chunk)
                 out.writelines(deflate.stored_blocks(chunk))
             if read(1):
                 raise SizeInvalid(f"more than {size} bytes")
-            if pending is not None:
-                pending.result()
-            out.write(deflate.FINAL_BLOCK + adler.to_bytes(4, "big"))
+            oid, trailer = hashes.finish()
+            out.write(deflate.FINAL_BLOCK + trailer)
             out.flush()
             os.fsync(out.fileno())
-        if digest is not None and hasher is not None and not digest.matches(hasher):
-            raise DigestInvalid(str(digest))
-        return _install(objects_dir, tmp, git_id.hexdigest())
+        return _install(objects_dir, tmp, oid)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-SPOOL_PREFIX = 64  # room for the zlib header and `blob <size>\\0` of any size
+SPOOL_PREFIX = 64  # room for the zlib header and `blob <size>\0` of any size
 
 
 def new_spool(path: Path) -> None:
@@ -116,13 +142,6 @@ def append_spool(spool: BinaryIO, data: bytes) -> None:
     spool.writelines(deflate.stored_blocks(data))
 
 
-def spool_size(spool: BinaryIO) -> int:
-    """How many bytes a spool holds (a block cut short by a crash is dropped)."""
-    size, end = deflate.scan_stored_blocks(spool, SPOOL_PREFIX)
-    spool.truncate(end)
-    return size
-
-
 def install_spool(
     objects_dir: Path, spool: BinaryIO, path: Path, size: int, digest: Digest | None
 ) -> str:
@@ -131,35 +150,22 @@ def install_spool(
     One read computes the git id (and the OCI digest, when `digest` is given to
     check), then the header goes in front and the end of the stream behind.
     """
-    header = b"blob %d\x00" % size
-    git_id = hashlib.sha1(header)
-    adler = zlib.adler32(header)
-    hasher = digest.hasher() if digest is not None else None
     spool.seek(SPOOL_PREFIX)
     blocks = deflate.StoredBlocks(spool)
-    remaining = size
-    with ThreadPoolExecutor(1) as sha1_thread:
-        pending = None
+    with _BlobHashes(size, digest) as hashes:
+        remaining = size
         while remaining:
             chunk = blocks.read(min(CHUNK, remaining))
             remaining -= len(chunk)
-            if pending is not None:
-                pending.result()
-            pending = sha1_thread.submit(git_id.update, chunk)
-            if hasher is not None:
-                hasher.update(chunk)
-            adler = zlib.adler32(chunk, adler)
-        if pending is not None:
-            pending.result()
-    if digest is not None and hasher is not None and not digest.matches(hasher):
-        raise DigestInvalid(str(digest))
+            hashes.update(chunk)
+        oid, trailer = hashes.finish()
     spool.truncate()
-    spool.write(deflate.FINAL_BLOCK + adler.to_bytes(4, "big"))
+    spool.write(deflate.FINAL_BLOCK + trailer)
     spool.seek(0)
-    spool.write(deflate.zlib_prefix(header, SPOOL_PREFIX))
+    spool.write(deflate.zlib_prefix(hashes.header, SPOOL_PREFIX))
     spool.flush()
     os.fsync(spool.fileno())
-    return _install(objects_dir, path, git_id.hexdigest())
+    return _install(objects_dir, path, oid)
 
 
 def has_object(store: DiskObjectStore, oid: bytes) -> bool:
@@ -228,7 +234,7 @@ class ObjectReader(BlobReader):
     """The bytes of one blob object, streamed from a loose object or a pack entry.
 
     `start` is where the zlib stream begins in `file`; a loose object's stream
-    begins with its `blob <size>\\0` header, which `header` says to drop.
+    begins with its `blob <size>\0` header, which `header` says to drop.
     """
 
     def __init__(self, file: BinaryIO, start: int, size: int, header: int = 0) -> None:
