@@ -3,7 +3,7 @@
 dulwich's object APIs hold a whole object in memory (a 1 GiB blob costs 2-3 GiB of RSS
 to write or read, and it refuses loose objects over 512 MiB). These functions write
 and read blobs of any size in constant memory, in git's own formats: a loose object
-(zlib of `blob <size>\0<bytes>`) or an entry of a pack after `git gc`. Layers are
+(zlib of `blob <size>\\0<bytes>`) or an entry of a pack after `git gc`. Layers are
 already gzip or zstd, so blobs are stored at zlib level 0: any higher level caps the
 writer at 45-60 MB/s and saves nothing.
 
@@ -234,7 +234,7 @@ class ObjectReader(BlobReader):
     """The bytes of one blob object, streamed from a loose object or a pack entry.
 
     `start` is where the zlib stream begins in `file`; a loose object's stream
-    begins with its `blob <size>\0` header, which `header` says to drop.
+    begins with its `blob <size>\\0` header, which `header` says to drop.
     """
 
     def __init__(self, file: BinaryIO, start: int, size: int, header: int = 0) -> None:
