@@ -47,7 +47,13 @@ class Blob:
 
     @property
     def store(self) -> Path:
+        """The store the blob goes into with put_blob."""
         return self.work / "store"
+
+    @property
+    def uploaded(self) -> Path:
+        """The store the blob goes into as an upload, as the registry writes it."""
+        return self.work / "uploaded"
 
 
 @dataclass(frozen=True)
@@ -112,15 +118,28 @@ def store_write(blob: Blob) -> None:
     _expect(blob, info.digest, info.size)
 
 
+def store_upload(blob: Blob) -> None:
+    store = Store.open(blob.uploaded)
+    try:
+        upload_id = store.start_upload(REPO)
+        with blob.source.open("rb") as source, store.open_upload(REPO, upload_id) as writer:
+            _drain(source.read, writer.write)
+        info = store.finish_upload(REPO, upload_id, blob.digest)
+    finally:
+        store.close()
+    _expect(blob, info.digest, info.size)
+
+
 def plain_read(blob: Blob) -> None:
     with blob.plain.open("rb") as source:
         _expect(blob, blob.digest, _drain(source.read, None))
 
 
-def store_read(blob: Blob, verify: bool = False) -> None:
-    """Reads the blob back; hashes it only with `verify`, as a server does not."""
+def store_read(blob: Blob, where: Path, verify: bool = False) -> None:
+    """Reads the blob back from the store at `where`; hashes it only with `verify`, as a
+    server does not."""
     digest = hashlib.sha256()
-    store = Store.open(blob.store, create=False)
+    store = Store.open(where, create=False)
     try:
         with store.open_blob(REPO, blob.digest) as reader:
             size = _drain(reader.read, digest.update if verify else None)
@@ -237,11 +256,23 @@ def run(work: Path, size: int) -> BlobResult:
     phases = [
         _in_fresh_process("plain write + sha256", plain_write, blob),
         _in_fresh_process("store put_blob (known size)", store_write, blob, "write"),
+        _in_fresh_process("store upload (1 MiB writes)", store_upload, blob, "write"),
         _in_fresh_process("plain read", plain_read, blob),
-        _in_fresh_process("store read (loose object)", store_read, blob, "read"),
-        _in_fresh_process("store read + sha256 (loose)", partial(store_read, verify=True), blob),
+        _in_fresh_process(
+            "store read (put_blob object)", partial(store_read, where=blob.store), blob, "read"
+        ),
+        _in_fresh_process(
+            "store read (uploaded object)", partial(store_read, where=blob.uploaded), blob, "read"
+        ),
     ]
     gc_seconds, counts = _git_gc(blob)
-    print(f"  git gc: {gc_seconds:.2f} s; {counts}", flush=True)
-    phases.append(_in_fresh_process("store read (packed by git gc)", store_read, blob, "read"))
+    print(f"  git gc of the put_blob store: {gc_seconds:.2f} s; {counts}", flush=True)
+    phases.append(
+        _in_fresh_process(
+            "store read (packed by git gc)", partial(store_read, where=blob.store), blob, "read"
+        )
+    )
+    for where in (blob.store, blob.uploaded):
+        store_read(blob, where, verify=True)
+    print("  both stores give back the very bytes (sha256 checked)", flush=True)
     return BlobResult(size, phases, gc_seconds, counts)
