@@ -110,7 +110,7 @@ def environment() -> dict[str, object]:
     """What the numbers were measured on."""
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "hroot_commit": _version(["git", "rev-parse", "--short", "HEAD"]),
+        "hroot_commit": _version(["git", "describe", "--always", "--dirty"]),
         "distribution": _version(["docker-registry", "--version"]),
         "skopeo": _version(["skopeo", "--version"]),
         "python": platform.python_version(),
