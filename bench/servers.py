@@ -90,12 +90,6 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise ServerError(f"{self.name} is not running")
-        return self._proc.pid
-
     def command(self) -> list[str]:
         raise NotImplementedError
 
