@@ -114,46 +114,111 @@ class NotStored(Exception):
 
 
 class StoredBlocks:
-    """Reads the payload of consecutive stored blocks, by copying and seeking."""
+    """Reads the payload of consecutive stored blocks, by copying and seeking.
+
+    Also reads fixed-Huffman blocks of plain literals, as a spool's prefix has,
+    one bit at a time: they hold a few bytes. Anything else raises NotStored.
+    """
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
-        self._left = 0  # bytes left in the current block
+        self._left = 0  # bytes left in the current stored block
+        self._literals = b""  # bytes decoded from fixed-Huffman blocks, not yet read
+        self._ended = False
 
     def read(self, n: int) -> bytes:
         parts = []
         while n:
-            if not self._left:
+            if self._literals:
+                data, self._literals = self._literals[:n], self._literals[n:]
+            elif self._left:
+                data = self._file.read(min(self._left, n))
+                if not data:
+                    raise OSError("deflate stream ends early")
+                self._left -= len(data)
+            else:
                 self._next_block()
                 continue
-            data = self._file.read(min(self._left, n))
-            if not data:
-                raise OSError("deflate stream ends early")
             parts.append(data)
-            self._left -= len(data)
             n -= len(data)
         return b"".join(parts)
 
     def skip(self, n: int) -> None:
         while n:
-            if not self._left:
+            if self._literals:
+                step = min(len(self._literals), n)
+                self._literals = self._literals[step:]
+            elif self._left:
+                step = min(self._left, n)
+                self._file.seek(step, os.SEEK_CUR)
+                self._left -= step
+            else:
                 self._next_block()
                 continue
-            step = min(self._left, n)
-            self._file.seek(step, os.SEEK_CUR)
-            self._left -= step
             n -= step
 
     def _next_block(self) -> None:
-        header = self._file.read(5)
-        if len(header) < 5:
+        """Start the next block, at a byte boundary (where every stored block ends)."""
+        if self._ended:
             raise OSError("deflate stream ends early")
-        if header[0] & 0b110:
-            raise NotStored
-        length = int.from_bytes(header[1:3], "little")
-        if length ^ int.from_bytes(header[3:5], "little") != 0xFFFF:
-            raise OSError("corrupt stored block")
-        self._left = length
+        first = self._file.read(1)
+        if not first:
+            raise OSError("deflate stream ends early")
+        bits = _BitReader(self._file, first[0])
+        while True:
+            final, kind = bits.take(1), bits.take(2)
+            if kind == 0:  # stored: the rest of this byte is padding
+                header = self._file.read(4)
+                length = int.from_bytes(header[:2], "little")
+                if len(header) < 4 or length ^ int.from_bytes(header[2:], "little") != 0xFFFF:
+                    raise OSError("corrupt stored block")
+                self._left, self._ended = length, bool(final)
+                return
+            if kind != 1:
+                raise NotStored
+            self._literals += bits.fixed_literals()
+            if final:
+                self._ended = True
+                return
+
+
+class _BitReader:
+    """Deflate's bits, least significant first, from a byte already read and the file."""
+
+    def __init__(self, file: BinaryIO, byte: int) -> None:
+        self._file = file
+        self._byte = byte
+        self._used = 0
+
+    def take(self, width: int) -> int:
+        value = 0
+        for i in range(width):
+            value |= self._bit() << i
+        return value
+
+    def fixed_literals(self) -> bytes:
+        """The literals of a fixed-Huffman block up to its end; NotStored for a match."""
+        out = bytearray()
+        while True:
+            code = 0
+            for _ in range(7):
+                code = code << 1 | self._bit()
+            if code == 0:  # end of block
+                return bytes(out)
+            code = code << 1 | self._bit()
+            if not 0x30 <= code <= 0xBF:  # not one of the literals 0-143
+                raise NotStored
+            out.append(code - 0x30)
+
+    def _bit(self) -> int:
+        if self._used == 8:
+            more = self._file.read(1)
+            if not more:
+                raise OSError("deflate stream ends early")
+            self._byte, self._used = more[0], 0
+        bit = self._byte >> self._used & 1
+        self._used += 1
+        return bit
 
 
 def scan_stored_blocks(file: BinaryIO, start: int) -> tuple[int, int]:
