@@ -8,20 +8,88 @@ git object id, which never changes meaning, so the cache needs no invalidation.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Tree
+from dulwich.objects import parse_tree
 
 from storage.digests import Digest
 from storage.index import Index
-from storage.objects import add_object
+from storage.objects import write_object
 
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+class GitTree:
+    """A tree kept the way git writes it: entries in git's order, each with its bytes.
+
+    `blobs/sha256` of a big repository holds 100,000 entries and every push edits
+    it: here an edit is a bisect and a join (dulwich re-sorts the entries and feeds
+    zlib one entry at a time, about 3 ms per 1,000 entries).
+    """
+
+    __slots__ = ("_entries", "_keys", "_raws")
+
+    def __init__(
+        self, keys: list[bytes], raws: list[bytes], entries: dict[bytes, tuple[int, bytes]]
+    ) -> None:
+        self._keys = keys  # git's sort keys: a subtree's name has "/" appended
+        self._raws = raws  # each entry as written: "<mode> <name>\0<20-byte id>"
+        self._entries = entries  # name -> (mode, hex id)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> GitTree:
+        tree = cls([], [], {})
+        for name, mode, hexsha in parse_tree(raw, 20):
+            tree._keys.append(_sort_key(name, mode))
+            tree._raws.append(_entry_bytes(name, mode, hexsha))
+            tree._entries[name] = (mode, hexsha)
+        return tree
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: bytes) -> bool:
+        return name in self._entries
+
+    def __getitem__(self, name: bytes) -> tuple[int, bytes]:
+        return self._entries[name]
+
+    def items(self) -> Iterator[tuple[bytes, int, bytes]]:
+        for name, (mode, hexsha) in self._entries.items():
+            yield name, mode, hexsha
+
+    def edited(self, changes: dict[bytes, tuple[int, bytes] | None]) -> GitTree:
+        """A copy with entries set to (mode, id), or removed where None."""
+        keys, raws, entries = list(self._keys), list(self._raws), dict(self._entries)
+        for name, value in changes.items():
+            old = entries.pop(name, None)
+            if old is not None:
+                at = bisect_left(keys, _sort_key(name, old[0]))
+                del keys[at], raws[at]
+            if value is not None:
+                key = _sort_key(name, value[0])
+                at = bisect_left(keys, key)
+                keys.insert(at, key)
+                raws.insert(at, _entry_bytes(name, *value))
+                entries[name] = value
+        return GitTree(keys, raws, entries)
+
+    def encode(self) -> bytes:
+        return b"".join(self._raws)
+
+
+def _sort_key(name: bytes, mode: int) -> bytes:
+    return name + b"/" if mode == TREE_MODE else name
+
+
+def _entry_bytes(name: bytes, mode: int, hexsha: bytes) -> bytes:
+    return b"%o %s\x00" % (mode, name) + bytes.fromhex(hexsha.decode())
 
 
 class ObjectCache:
@@ -31,15 +99,15 @@ class ObjectCache:
     manifests), since one tree of a big repository can hold 100,000 of them.
     """
 
-    def __init__(self, objects: DiskObjectStore, budget: int = 1_000_000) -> None:
+    def __init__(self, objects: DiskObjectStore, budget: int = 400_000) -> None:
         self._objects = objects
         self._budget = budget
         self._used = 0
         self._items: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def tree(self, oid: bytes) -> Tree:
-        return self.get("tree", oid, lambda: self._objects[oid], len)
+    def tree(self, oid: bytes) -> GitTree:
+        return self.get("tree", oid, lambda: GitTree.parse(self._objects.get_raw(oid)[1]), len)
 
     def raw(self, oid: bytes) -> bytes:
         """A small object's bytes, cached (a manifest is read by every pull of it)."""
@@ -92,18 +160,6 @@ def find_blob(cache: ObjectCache, tree_oid: bytes | None, digest: Digest) -> byt
     return entry(cache, tree_oid, b"blobs", digest.algorithm.encode(), digest.hex.encode())
 
 
-def blob_digests(cache: ObjectCache, tree_oid: bytes | None) -> dict[Digest, bytes]:
-    """Every `blobs/<alg>/<hex>` under a tree, with its git object id."""
-    found: dict[Digest, bytes] = {}
-    blobs = entry(cache, tree_oid, b"blobs")
-    if blobs is None:
-        return found
-    for alg in cache.tree(blobs).iteritems():
-        for item in cache.tree(alg.sha).iteritems():
-            found[Digest(alg.path.decode(), item.path.decode())] = item.sha
-    return found
-
-
 def read_index(cache: ObjectCache, tree_oid: bytes | None) -> Index:
     oid = entry(cache, tree_oid, b"index.json")
     if oid is None:
@@ -126,12 +182,18 @@ class TreeWriter:
         remove: Iterable[Digest] = (),
     ) -> bytes:
         """The id of layout `base` with blobs added/removed and `index` as its index.json."""
-        root = self._with_blobs(base, add or {}, set(remove))
-        self._set(root, b"oci-layout", self._add(Blob.from_string(OCI_LAYOUT)), FILE_MODE)
-        index_blob = Blob.from_string(index.encode())
-        self._set(root, b"index.json", self._add(index_blob), FILE_MODE)
-        self._cache.put("index", index_blob.id, index, len(index))  # the next push starts here
-        return self._add(root)
+        index_oid = write_object(self._objects, b"blob", index.encode())
+        self._cache.put("index", index_oid, index, len(index))  # the next push starts here
+        root = self._edit(
+            base,
+            {
+                b"blobs": self._blobs(base, add or {}, set(remove)),
+                b"oci-layout": (FILE_MODE, write_object(self._objects, b"blob", OCI_LAYOUT)),
+                b"index.json": (FILE_MODE, index_oid),
+            },
+        )
+        assert root is not None  # a layout always has oci-layout and index.json
+        return root
 
     def staging(
         self,
@@ -140,52 +202,34 @@ class TreeWriter:
         remove: Iterable[Digest] = (),
     ) -> bytes | None:
         """The id of staging tree `base` with blobs added/removed; None when left empty."""
-        root = self._with_blobs(base, add or {}, set(remove))
-        return self._add(root) if len(root) else None
+        return self._edit(base, {b"blobs": self._blobs(base, add or {}, set(remove))})
 
-    def _with_blobs(
-        self, base: bytes | None, add: dict[Digest, bytes], remove: set[Digest]
-    ) -> Tree:
-        root = self._copy(base)
-        self._set(
-            root,
-            b"blobs",
-            self._edit_blobs(entry(self._cache, base, b"blobs"), add, remove),
-            TREE_MODE,
-        )
-        return root
-
-    def _edit_blobs(
-        self, base: bytes | None, add: dict[Digest, bytes], remove: set[Digest]
-    ) -> bytes | None:
-        if not add and not remove:
-            return base
-        tree = self._copy(base)
+    def _blobs(
+        self, root: bytes | None, add: dict[Digest, bytes], remove: set[Digest]
+    ) -> tuple[int, bytes] | None:
+        """The new `blobs` entry of tree `root`."""
+        base = entry(self._cache, root, b"blobs")
+        changes: dict[bytes, tuple[int, bytes] | None] = {}
         for alg in {d.algorithm for d in add} | {d.algorithm for d in remove}:
-            key = alg.encode()
-            sub = self._copy(tree[key][1] if key in tree else None)
-            for digest in remove:
-                if digest.algorithm == alg and digest.hex.encode() in sub:
-                    del sub[digest.hex.encode()]
-            for digest, oid in add.items():
-                if digest.algorithm == alg:
-                    sub[digest.hex.encode()] = (FILE_MODE, oid)
-            self._set(tree, key, self._add(sub) if len(sub) else None, TREE_MODE)
-        return self._add(tree) if len(tree) else None
+            by_hex: dict[bytes, tuple[int, bytes] | None] = {
+                d.hex.encode(): None for d in remove if d.algorithm == alg
+            }
+            by_hex.update(
+                {d.hex.encode(): (FILE_MODE, oid) for d, oid in add.items() if d.algorithm == alg}
+            )
+            sub = self._edit(entry(self._cache, base, alg.encode()), by_hex)
+            changes[alg.encode()] = (TREE_MODE, sub) if sub is not None else None
+        blobs = self._edit(base, changes) if changes else base
+        return (TREE_MODE, blobs) if blobs is not None else None
 
-    def _copy(self, oid: bytes | None) -> Tree:
-        copy = Tree()
-        if oid is not None:
-            for item in self._cache.tree(oid).iteritems():
-                copy.add(item.path, item.mode, item.sha)
-        return copy
-
-    @staticmethod
-    def _set(tree: Tree, name: bytes, oid: bytes | None, mode: int) -> None:
-        if oid is not None:
-            tree[name] = (mode, oid)
-        elif name in tree:
-            del tree[name]
-
-    def _add(self, obj: Tree | Blob) -> bytes:
-        return add_object(self._objects, obj)
+    def _edit(
+        self, oid: bytes | None, changes: dict[bytes, tuple[int, bytes] | None]
+    ) -> bytes | None:
+        """Write tree `oid` with `changes`; its id, or None when left empty."""
+        base = self._cache.tree(oid) if oid is not None else GitTree([], [], {})
+        tree = base.edited(changes)
+        if not len(tree):
+            return None
+        new = write_object(self._objects, b"tree", tree.encode())
+        self._cache.put("tree", new, tree, len(tree))
+        return new

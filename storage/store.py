@@ -8,13 +8,14 @@ tip, so concurrent writers (threads or processes) never lose each other's work.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.objects import Blob, Commit
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from storage import digests, layout, manifests, names, objects, refs
@@ -88,6 +89,8 @@ class Store:
         self._refs = repo.refs
         self._cache = ObjectCache(self._objects)
         self._trees = TreeWriter(self._objects, self._cache)
+        self._ref_locks: dict[bytes, threading.Lock] = {}
+        self._ref_locks_lock = threading.Lock()
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
 
     @classmethod
@@ -225,7 +228,7 @@ class Store:
         else:
             digest, tag = digests.of(body), names.check_tag(reference)
         parsed = manifests.parse(body, media_type, max_size)
-        manifest_oid = objects.add_object(self._objects, Blob.from_string(body))
+        manifest_oid = objects.write_object(self._objects, b"blob", body)
         descriptor: Descriptor = {
             "mediaType": parsed.media_type,
             "digest": str(digest),
@@ -433,7 +436,7 @@ class Store:
                 continue
             oid = layout.find_blob(self._cache, staged, ref.digest)
             if oid is None and ref.digest == manifests.EMPTY_CONFIG_DIGEST:
-                oid = objects.add_object(self._objects, Blob.from_string(manifests.EMPTY_CONFIG))
+                oid = objects.write_object(self._objects, b"blob", manifests.EMPTY_CONFIG)
             if oid is None:
                 missing.append(str(ref.digest))
             else:
@@ -453,6 +456,16 @@ class Store:
     ) -> None:
         """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race."""
         ref = names.branch_ref(repo)
+        with self._writing(ref):
+            self._commit_locked(repo, ref, change, must_exist)
+
+    def _commit_locked(
+        self,
+        repo: str,
+        ref: bytes,
+        change: Callable[[bytes | None, bytes | None], _Change | None],
+        must_exist: bool,
+    ) -> None:
         while True:
             tip, tree = self._tip(repo, must_exist)
             wanted = change(tip, tree)
@@ -478,7 +491,7 @@ class Store:
         commit.author_time = commit.commit_time = int(time.time())
         commit.author_timezone = commit.commit_timezone = 0
         commit.message = _message(summary, trailers)
-        return objects.add_object(self._objects, commit)
+        return objects.write_object(self._objects, b"commit", commit.as_raw_string())
 
     def _stage(self, repo: str, add: dict[Digest, bytes]) -> None:
         """Put uploaded blobs on repo's staging tree, unless its layout has them already."""
@@ -493,11 +506,19 @@ class Store:
 
     def _update_staging(self, repo: str, edit: Callable[[bytes | None], bytes | None]) -> None:
         ref = names.staging_ref(repo)
-        while True:
-            staged = self._staged(repo)
-            new = edit(staged)
-            if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
-                return
+        with self._writing(ref):
+            while True:
+                staged = self._staged(repo)
+                new = edit(staged)
+                if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
+                    return
+
+    def _writing(self, ref: bytes) -> threading.Lock:
+        """One writer per ref in this process: threads that raced would each rebuild the
+        whole tree (10,000 entries for a big repository) only for all but one to retry.
+        Other processes are still kept apart by the compare-and-swap alone."""
+        with self._ref_locks_lock:
+            return self._ref_locks.setdefault(ref, threading.Lock())
 
 
 def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:
