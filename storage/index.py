@@ -8,6 +8,7 @@ blob it was read from or written to: a push costs a sort and a join, not a parse
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any
 
@@ -17,6 +18,11 @@ MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 Descriptor = dict[str, Any]
 
 
+def _order_key(key: str) -> str:
+    """Tagged entries first, by tag; then untagged ones, by digest."""
+    return ("1" if ":" in key else "0") + key
+
+
 def _text(descriptor: Descriptor) -> str:
     return json.dumps(descriptor, sort_keys=True, separators=(",", ":"))
 
@@ -24,15 +30,20 @@ def _text(descriptor: Descriptor) -> str:
 class Index:
     """Immutable; the edits return a new Index."""
 
-    def __init__(self, entries: dict[str, tuple[Descriptor, str]], counts: dict[str, int]) -> None:
+    def __init__(
+        self,
+        entries: dict[str, tuple[Descriptor, str]],
+        counts: dict[str, int],
+        order: list[str],
+    ) -> None:
         # key: the tag of a tagged entry, the digest of an untagged one (tags have no ":")
         self._entries = entries
         self._counts = counts  # digest -> how many entries name it
-        self._tags: list[str] | None = None
+        self._order = order  # "0<tag>" and "1<digest>", sorted: the order of index.json
 
     @classmethod
     def empty(cls) -> Index:
-        return cls({}, {})
+        return cls({}, {}, [])
 
     @classmethod
     def parse(cls, raw: bytes) -> Index:
@@ -43,9 +54,7 @@ class Index:
 
     def encode(self) -> bytes:
         """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys."""
-        tags = sorted(k for k in self._entries if ":" not in k)
-        untagged = sorted(k for k in self._entries if ":" in k)
-        manifests = ",".join(self._entries[k][1] for k in tags + untagged)
+        manifests = ",".join(self._entries[k[1:]][1] for k in self._order)
         return (
             f'{{"manifests":[{manifests}],"mediaType":"{MEDIA_TYPE}","schemaVersion":2}}'
         ).encode()
@@ -54,9 +63,7 @@ class Index:
         return len(self._entries)
 
     def tags(self) -> list[str]:
-        if self._tags is None:
-            self._tags = sorted(k for k in self._entries if ":" not in k)
-        return self._tags
+        return [k[1:] for k in self._order[: bisect.bisect_left(self._order, "1")]]
 
     def find(self, reference: str) -> Descriptor | None:
         """The entry of a tag, or an entry of a digest."""
@@ -108,19 +115,21 @@ class Index:
         return new
 
     def _copy(self) -> Index:
-        return Index(dict(self._entries), dict(self._counts))
+        return Index(dict(self._entries), dict(self._counts), list(self._order))
 
     def _add(self, descriptor: Descriptor) -> None:
         tag = descriptor.get("annotations", {}).get(TAG_ANNOTATION)
         key = tag if tag is not None else descriptor["digest"]
         self._remove(key)
         self._entries[key] = (descriptor, _text(descriptor))
+        bisect.insort(self._order, _order_key(key))
         self._counts[descriptor["digest"]] = self._counts.get(descriptor["digest"], 0) + 1
 
     def _remove(self, key: str) -> Descriptor | None:
         found = self._entries.pop(key, None)
         if found is None:
             return None
+        del self._order[bisect.bisect_left(self._order, _order_key(key))]
         digest = found[0]["digest"]
         self._counts[digest] -= 1
         if not self._counts[digest]:
