@@ -64,6 +64,16 @@ class _Base:
 
 
 @dataclass
+class _StagingEdit:
+    """Blobs to add to and remove from a staging tree; `done` once written (or failed)."""
+
+    add: dict[Digest, bytes]
+    remove: set[Digest]
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
 class _Change:
     """What one attempt at a branch update wants: a new tree and the words for it."""
 
@@ -91,6 +101,7 @@ class Store:
         self._trees = TreeWriter(self._objects, self._cache)
         self._ref_locks: dict[bytes, threading.Lock] = {}
         self._ref_locks_lock = threading.Lock()
+        self._staging_queue: dict[bytes, list[_StagingEdit]] = {}
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
 
     @classmethod
@@ -498,20 +509,52 @@ class Store:
         _, tree = self._tip(repo)
         add = {d: oid for d, oid in add.items() if layout.find_blob(self._cache, tree, d) is None}
         if add:
-            self._update_staging(repo, lambda staged: self._trees.staging(staged, add=add))
+            self._update_staging(repo, _StagingEdit(add, set()))
 
     def _unstage(self, repo: str, remove: set[Digest]) -> None:
         if remove:
-            self._update_staging(repo, lambda staged: self._trees.staging(staged, remove=remove))
+            self._update_staging(repo, _StagingEdit({}, remove))
 
-    def _update_staging(self, repo: str, edit: Callable[[bytes | None], bytes | None]) -> None:
+    def _update_staging(self, repo: str, edit: _StagingEdit) -> None:
+        """Apply `edit` to the staging tree, with every other edit queued meanwhile.
+
+        Eight clients uploading into one repository would otherwise take turns
+        writing the staging tree once each; whoever holds the ref writes for all.
+        """
         ref = names.staging_ref(repo)
+        with self._ref_locks_lock:
+            self._staging_queue.setdefault(ref, []).append(edit)
         with self._writing(ref):
-            while True:
-                staged = self._staged(repo)
-                new = edit(staged)
-                if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
-                    return
+            if not edit.done:
+                with self._ref_locks_lock:
+                    batch = self._staging_queue.pop(ref, [])
+                try:
+                    self._apply_staging(repo, ref, batch)
+                except BaseException as error:
+                    for queued in batch:
+                        queued.error = error
+                    raise
+                finally:
+                    for queued in batch:
+                        queued.done = True
+        if edit.error is not None:
+            raise edit.error
+
+    def _apply_staging(self, repo: str, ref: bytes, batch: list[_StagingEdit]) -> None:
+        add: dict[Digest, bytes] = {}
+        remove: set[Digest] = set()
+        for edit in batch:  # in order: a later edit wins over an earlier one
+            for digest in edit.remove:
+                add.pop(digest, None)
+                remove.add(digest)
+            for digest, oid in edit.add.items():
+                remove.discard(digest)
+                add[digest] = oid
+        while True:
+            staged = self._staged(repo)
+            new = self._trees.staging(staged, add, remove)
+            if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
+                return
 
     def _writing(self, ref: bytes) -> threading.Lock:
         """One writer per ref in this process: threads that raced would each rebuild the
