@@ -126,22 +126,26 @@ class StoredBlocks:
         self._literals = b""  # bytes decoded from fixed-Huffman blocks, not yet read
         self._ended = False
 
-    def read(self, n: int) -> bytes:
-        parts = []
-        while n:
+    def read(self, n: int) -> bytearray:
+        """Exactly n bytes, read straight into the buffer returned (no join, no copy)."""
+        out = bytearray(n)
+        view = memoryview(out)
+        filled = 0
+        while filled < n:
             if self._literals:
-                data, self._literals = self._literals[:n], self._literals[n:]
+                step = min(len(self._literals), n - filled)
+                view[filled : filled + step] = self._literals[:step]
+                self._literals = self._literals[step:]
             elif self._left:
-                data = self._file.read(min(self._left, n))
-                if not data:
+                step = self._file.readinto(view[filled : filled + min(self._left, n - filled)])
+                if not step:
                     raise OSError("deflate stream ends early")
-                self._left -= len(data)
+                self._left -= step
             else:
                 self._next_block()
                 continue
-            parts.append(data)
-            n -= len(data)
-        return b"".join(parts)
+            filled += step
+        return out
 
     def skip(self, n: int) -> None:
         while n:

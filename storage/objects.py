@@ -257,7 +257,7 @@ class ObjectReader(BlobReader):
         self._through(lambda stream: stream.skip(header))
         self._consumed = header
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes | bytearray:
         n = self._end - self._consumed if n < 0 else min(n, self._end - self._consumed)
         data = self._through(lambda stream: stream.read(n))
         self._consumed += len(data)

@@ -24,8 +24,8 @@ class BlobReader:
 
     size: int
 
-    def read(self, n: int) -> bytes:
-        """Up to n bytes; b"" at the end."""
+    def read(self, n: int) -> bytes | bytearray:
+        """Up to n bytes; empty at the end."""
         raise NotImplementedError
 
     def close(self) -> None:
