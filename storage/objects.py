@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dulwich.object_store import DiskObjectStore
+from isal import isal_zlib
 
 from storage import deflate
 from storage.digests import Digest
@@ -176,9 +177,12 @@ def has_object(store: DiskObjectStore, oid: bytes) -> bool:
 def write_object(store: DiskObjectStore, kind: bytes, data: bytes) -> bytes:
     """Write a small object (tree, commit, index.json, manifest) loose; return its id.
 
-    At zlib level 1 in one call (dulwich compresses a tree entry by entry), synced
-    before it is named like every object here. Two writers of the same object both
-    rename an identical file into place, which is harmless.
+    Synced before it is named, like every object here; two writers of the same
+    object both rename an identical file into place, which is harmless. Every push
+    rewrites index.json and the blobs tree whole (3.4 MB at 10,000 tags), so they
+    are compressed with ISA-L, whose level 1 is a standard zlib stream made 5x
+    faster than zlib's level 1, and smaller (dulwich also feeds zlib a tree entry
+    by entry).
     """
     header = b"%s %d\x00" % (kind, len(data))
     git_id = hashlib.sha1(header)
@@ -190,7 +194,7 @@ def write_object(store: DiskObjectStore, kind: bytes, data: bytes) -> bytes:
     tmp = objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
     try:
         with open(tmp, "xb") as out:
-            compressor = zlib.compressobj(1)
+            compressor = isal_zlib.compressobj(1)
             out.write(compressor.compress(header))
             out.write(compressor.compress(data))
             out.write(compressor.flush())
