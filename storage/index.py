@@ -32,18 +32,20 @@ class Index:
 
     def __init__(
         self,
-        entries: dict[str, tuple[Descriptor, str]],
+        entries: dict[str, Descriptor],
         counts: dict[str, int],
         order: list[str],
+        texts: dict[str, str],
     ) -> None:
         # key: the tag of a tagged entry, the digest of an untagged one (tags have no ":")
         self._entries = entries
         self._counts = counts  # digest -> how many entries name it
         self._order = order  # "0<tag>" and "1<digest>", sorted: the order of index.json
+        self._texts = texts  # the same keys -> each entry's JSON text
 
     @classmethod
     def empty(cls) -> Index:
-        return cls({}, {}, [])
+        return cls({}, {}, [], {})
 
     @classmethod
     def parse(cls, raw: bytes) -> Index:
@@ -54,7 +56,7 @@ class Index:
 
     def encode(self) -> bytes:
         """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys."""
-        manifests = ",".join(self._entries[k[1:]][1] for k in self._order)
+        manifests = ",".join(map(self._texts.__getitem__, self._order))
         return (
             f'{{"manifests":[{manifests}],"mediaType":"{MEDIA_TYPE}","schemaVersion":2}}'
         ).encode()
@@ -69,22 +71,20 @@ class Index:
         """The entry of a tag, or an entry of a digest."""
         found = self._entries.get(reference)
         if found is None and reference in self._counts:
-            found = next(e for e in self._entries.values() if e[0]["digest"] == reference)
-        return found[0] if found is not None else None
+            found = next(d for d in self._entries.values() if d["digest"] == reference)
+        return found
 
     def manifests(self) -> list[Descriptor]:
         """One entry per manifest, whatever its tags."""
         seen: dict[str, Descriptor] = {}
-        for descriptor, _ in self._entries.values():
+        for descriptor in self._entries.values():
             seen.setdefault(descriptor["digest"], descriptor)
         return list(seen.values())
 
     def tags_of(self, digest: str) -> list[str]:
         if digest not in self._counts:
             return []
-        return sorted(
-            k for k, (d, _) in self._entries.items() if d["digest"] == digest and ":" not in k
-        )
+        return sorted(k for k, d in self._entries.items() if d["digest"] == digest and ":" not in k)
 
     def with_tag(self, tag: str, descriptor: Descriptor) -> Index:
         """`tag` on this manifest; the manifest it named before stays, untagged if need be."""
@@ -110,28 +110,32 @@ class Index:
 
     def without_manifest(self, digest: str) -> Index:
         new = self._copy()
-        for key in [k for k, (d, _) in self._entries.items() if d["digest"] == digest]:
+        for key in [k for k, d in self._entries.items() if d["digest"] == digest]:
             new._remove(key)
         return new
 
     def _copy(self) -> Index:
-        return Index(dict(self._entries), dict(self._counts), list(self._order))
+        return Index(dict(self._entries), dict(self._counts), list(self._order), dict(self._texts))
 
     def _add(self, descriptor: Descriptor) -> None:
         tag = descriptor.get("annotations", {}).get(TAG_ANNOTATION)
         key = tag if tag is not None else descriptor["digest"]
         self._remove(key)
-        self._entries[key] = (descriptor, _text(descriptor))
-        bisect.insort(self._order, _order_key(key))
+        self._entries[key] = descriptor
+        order = _order_key(key)
+        bisect.insort(self._order, order)
+        self._texts[order] = _text(descriptor)
         self._counts[descriptor["digest"]] = self._counts.get(descriptor["digest"], 0) + 1
 
     def _remove(self, key: str) -> Descriptor | None:
         found = self._entries.pop(key, None)
         if found is None:
             return None
-        del self._order[bisect.bisect_left(self._order, _order_key(key))]
-        digest = found[0]["digest"]
+        order = _order_key(key)
+        del self._order[bisect.bisect_left(self._order, order)]
+        del self._texts[order]
+        digest = found["digest"]
         self._counts[digest] -= 1
         if not self._counts[digest]:
             del self._counts[digest]
-        return found[0]
+        return found
