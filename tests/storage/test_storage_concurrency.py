@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store
+from storage import Store, digests
 from storage.errors import NameUnknown
 from tests.storage.images import assert_fsck_clean, git, push_image
 
@@ -92,4 +92,31 @@ def test_reads_follow_refs_moved_by_hand(store: Store, tmp_path: Path) -> None:
     git(store, "fetch", "--quiet", str(other.path), "refs/heads/hroot/*:refs/heads/hroot/*")
     assert store.repositories() == ["fetched"]
     assert store.get_manifest("fetched", "v9").body == pushed.manifest
+    assert_fsck_clean(store)
+
+
+def test_git_gc_runs_in_the_background_and_reads_go_on(tmp_path: Path) -> None:
+    """Every gc_every commits `git gc --auto` packs the loose objects pushes leave."""
+    store = Store.open(tmp_path / "hroot.git", gc_every=5)
+    # git gc --auto guesses the loose objects from objects/17: with a threshold of
+    # one object, two there make it find something to do at once
+    git(store, "config", "gc.auto", "1")
+    n = 0
+    while len(list((store.path / "objects" / "17").glob("*"))) < 2:
+        git(store, "hash-object", "-w", "--stdin", input_text=str(n))
+        n += 1
+    images = [push_image(store, "img", f"v{i}", layer_size=20_000) for i in range(6)]
+    packs = store.path / "objects" / "pack"
+    deadline = time.monotonic() + 60
+    while not any(p.suffix == ".pack" for p in packs.iterdir()):
+        assert time.monotonic() < deadline, "git gc --auto did not pack anything"
+        time.sleep(0.1)
+    while (store.path / "gc.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for image in images:
+        layer = str(digests.of(image.layers[0]))
+        with store.open_blob("img", layer) as reader:
+            assert reader.read(-1) == image.layers[0]
+    push_image(store, "img", "after")
+    assert len(store.tags("img")) == 7
     assert_fsck_clean(store)
