@@ -297,12 +297,11 @@ def open_blob(store: DiskObjectStore, oid: str) -> ObjectReader:
         for pack in store.packs:
             try:
                 offset = pack.index.object_offset(oid.encode())
+                return _open_packed(store, pack.data.path, offset, oid)
             except KeyError:
                 continue
-            try:
-                return _open_packed(store, pack.data.path, offset, oid)
             except FileNotFoundError:
-                break
+                break  # the packs changed under us (git gc): look again
     raise KeyError(oid)
 
 
