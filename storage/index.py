@@ -28,7 +28,7 @@ def _text(descriptor: Descriptor) -> str:
 
 
 class Index:
-    """Immutable; the edits return a new Index."""
+    """Immutable (encode only fills in the texts it needs); edits return a new Index."""
 
     def __init__(
         self,
@@ -36,16 +36,18 @@ class Index:
         counts: dict[str, int],
         order: list[str],
         texts: dict[str, str],
+        untexted: list[str],
     ) -> None:
         # key: the tag of a tagged entry, the digest of an untagged one (tags have no ":")
         self._entries = entries
         self._counts = counts  # digest -> how many entries name it
         self._order = order  # "0<tag>" and "1<digest>", sorted: the order of index.json
-        self._texts = texts  # the same keys -> each entry's JSON text
+        self._texts = texts  # the same keys -> each entry's JSON text, once encoded
+        self._untexted = untexted  # keys whose text is still to make (a parse makes none)
 
     @classmethod
     def empty(cls) -> Index:
-        return cls({}, {}, [], {})
+        return cls({}, {}, [], {}, [])
 
     @classmethod
     def parse(cls, raw: bytes) -> Index:
@@ -56,6 +58,10 @@ class Index:
 
     def encode(self) -> bytes:
         """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys."""
+        for order in self._untexted:
+            if order not in self._texts and order[1:] in self._entries:
+                self._texts[order] = _text(self._entries[order[1:]])
+        self._untexted = []
         manifests = ",".join(map(self._texts.__getitem__, self._order))
         return (
             f'{{"manifests":[{manifests}],"mediaType":"{MEDIA_TYPE}","schemaVersion":2}}'
@@ -115,7 +121,13 @@ class Index:
         return new
 
     def _copy(self) -> Index:
-        return Index(dict(self._entries), dict(self._counts), list(self._order), dict(self._texts))
+        return Index(
+            dict(self._entries),
+            dict(self._counts),
+            list(self._order),
+            dict(self._texts),
+            list(self._untexted),
+        )
 
     def _add(self, descriptor: Descriptor) -> None:
         tag = descriptor.get("annotations", {}).get(TAG_ANNOTATION)
@@ -124,7 +136,7 @@ class Index:
         self._entries[key] = descriptor
         order = _order_key(key)
         bisect.insort(self._order, order)
-        self._texts[order] = _text(descriptor)
+        self._untexted.append(order)
         self._counts[descriptor["digest"]] = self._counts.get(descriptor["digest"], 0) + 1
 
     def _remove(self, key: str) -> Descriptor | None:
@@ -133,7 +145,7 @@ class Index:
             return None
         order = _order_key(key)
         del self._order[bisect.bisect_left(self._order, order)]
-        del self._texts[order]
+        self._texts.pop(order, None)
         digest = found["digest"]
         self._counts[digest] -= 1
         if not self._counts[digest]:
