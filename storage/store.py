@@ -123,7 +123,10 @@ class Store:
                     config.set(section, key, value)
             config.write_to_path()
             repo.close()
-        repo = Repo(str(path))
+        try:
+            repo = Repo(str(path))
+        except ValueError as error:  # e.g. core.bigFileThreshold=8m: dulwich reads bytes only
+            raise FormatError(f"{path}: dulwich cannot read its git config: {error}") from None
         found = repo.get_config().get((b"hroot",), b"format") if repo.bare else None
         if found != FORMAT:
             repo.close()

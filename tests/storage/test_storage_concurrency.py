@@ -13,6 +13,7 @@ import pytest
 
 from storage import Store, digests
 from storage.errors import NameUnknown
+from storage.store import FormatError
 from tests.storage.images import assert_fsck_clean, git, push_image
 
 PUSHES_PER_PROCESS = 100
@@ -120,3 +121,11 @@ def test_git_gc_runs_in_the_background_and_reads_go_on(tmp_path: Path) -> None:
     push_image(store, "img", "after")
     assert len(store.tags("img")) == 7
     assert_fsck_clean(store)
+
+
+def test_a_git_config_dulwich_cannot_read_is_a_clear_error(store: Store) -> None:
+    git(store, "config", "core.bigFileThreshold", "8m")  # git reads it; dulwich does not
+    with pytest.raises(FormatError, match="cannot read its git config"):
+        Store.open(store.path)
+    git(store, "config", "core.bigFileThreshold", str(8 << 20))
+    assert Store.open(store.path).repositories() == []
