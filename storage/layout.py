@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dulwich.object_store import DiskObjectStore
@@ -59,10 +59,6 @@ class GitTree:
 
     def __getitem__(self, name: bytes) -> tuple[int, bytes]:
         return self._entries[name]
-
-    def items(self) -> Iterator[tuple[bytes, int, bytes]]:
-        for name, (mode, hexsha) in self._entries.items():
-            yield name, mode, hexsha
 
     def edited(self, changes: dict[bytes, tuple[int, bytes] | None]) -> GitTree:
         """A copy with entries set to (mode, id), or removed where None."""
