@@ -246,7 +246,6 @@ class Store:
         else:
             digest, tag = digests.of(body), names.check_tag(reference)
         parsed = manifests.parse(body, media_type, max_size)
-        manifest_oid = objects.write_object(self._objects, b"blob", body)
         descriptor: Descriptor = {
             "mediaType": parsed.media_type,
             "digest": str(digest),
@@ -258,6 +257,7 @@ class Store:
         def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
             taken.clear()
             taken.update(self._referenced_blobs(repo, tree, parsed))
+            manifest_oid = objects.write_object(self._objects, b"blob", body)  # once it is valid
             index = layout.read_index(self._cache, tree)
             if tag is not None:
                 index = index.with_tag(tag, descriptor)
@@ -449,21 +449,25 @@ class Store:
         staged = self._staged(repo)
         taken: dict[Digest, bytes] = {}
         missing: list[str] = []
+        supply_empty_config = False
         for ref in parsed.blobs:
             if layout.find_blob(self._cache, tree, ref.digest) is not None:
                 continue
             oid = layout.find_blob(self._cache, staged, ref.digest)
-            if oid is None and ref.digest == manifests.EMPTY_CONFIG_DIGEST:
-                oid = objects.write_object(self._objects, b"blob", manifests.EMPTY_CONFIG)
-            if oid is None:
-                missing.append(str(ref.digest))
-            else:
+            if oid is not None:
                 taken[ref.digest] = oid
+            elif ref.digest == manifests.EMPTY_CONFIG_DIGEST:
+                supply_empty_config = True
+            else:
+                missing.append(str(ref.digest))
         for child in parsed.children:
             if layout.find_blob(self._cache, tree, child.digest) is None:
                 missing.append(str(child.digest))
         if missing:
             raise ManifestBlobUnknown(missing)
+        if supply_empty_config:
+            empty = objects.write_object(self._objects, b"blob", manifests.EMPTY_CONFIG)
+            taken[manifests.EMPTY_CONFIG_DIGEST] = empty
         return taken
 
     def _commit(

@@ -422,3 +422,10 @@ def test_objects_over_core_big_file_threshold_are_read(store: Store) -> None:
         store.put_manifest("img", "big", big)
     store.put_manifest("img", "big", big, max_size=16 * 1024 * 1024)
     assert store.get_manifest("img", "big").body == big
+
+
+def test_a_refused_manifest_writes_no_object(store: Store) -> None:
+    missing = image_manifest(b"{}", [b"never uploaded"])
+    with pytest.raises(ManifestBlobUnknown):
+        store.put_manifest("img", "v1", missing)
+    assert git(store, "count-objects").startswith("0 objects")
