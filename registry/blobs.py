@@ -43,34 +43,42 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    """GET and HEAD: 200 (or 206 for a Range) streaming the blob in PIECE-sized reads."""
+    """GET and HEAD: 200 (or 206 for a Range) streaming the blob in PIECE-sized reads.
+
+    A GET opens the blob once: the open reader knows the size a Range is checked against.
+    """
     name, digest = request.match_info["name"], request.match_info["digest"]
-    info = await blocking(store(request).stat_blob, name, digest)
-    span = parse_range(request.headers.get("Range"), info.size)
-    response = web.StreamResponse(
-        status=200 if span is None else 206,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": info.digest,
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{info.digest}"',
-        },
-    )
-    start, end = span or (0, info.size - 1)
-    if span is not None:
-        response.headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
-    response.content_length = end - start + 1
-    if request.method == "HEAD" or response.content_length == 0:
-        return response
-    reader = await blocking(store(request).open_blob, name, digest, start)
+    st = store(request)
+    reader = None if request.method == "HEAD" else await blocking(st.open_blob, name, digest)
     try:
+        size = (
+            reader.size if reader is not None else (await blocking(st.stat_blob, name, digest)).size
+        )
+        span = parse_range(request.headers.get("Range"), size)
+        response = web.StreamResponse(
+            status=200 if span is None else 206,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Docker-Content-Digest": digest,
+                "Accept-Ranges": "bytes",
+                "ETag": f'"{digest}"',
+            },
+        )
+        start, end = span or (0, size - 1)
+        if span is not None:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response.content_length = end - start + 1
+        if reader is None or response.content_length == 0:
+            return response
+        await blocking(reader.skip, start)
         await response.prepare(request)
         await _send(response, reader, response.content_length)
         await response.write_eof()
     except ConnectionError as exc:
         log.info("client left during GET %s: %s", request.path, exc)
     finally:
-        await blocking(reader.close)
+        if reader is not None:
+            await blocking(reader.close)
     return response
 
 

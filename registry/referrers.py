@@ -5,8 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.common import blocking, store
-
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+from storage.manifests import OCI_INDEX
 
 
 async def list_referrers(request: web.Request) -> web.Response:
@@ -19,4 +18,4 @@ async def list_referrers(request: web.Request) -> web.Response:
         artifact_type,
     )
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
-    return web.json_response(index, content_type=INDEX_MEDIA_TYPE, headers=headers)
+    return web.json_response(index, content_type=OCI_INDEX, headers=headers)

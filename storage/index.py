@@ -12,8 +12,9 @@ import bisect
 import json
 from typing import Any
 
+from storage.manifests import OCI_INDEX
+
 TAG_ANNOTATION = "org.opencontainers.image.ref.name"
-MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
 Descriptor = dict[str, Any]
 
@@ -64,7 +65,7 @@ class Index:
         self._untexted = []
         manifests = ",".join(map(self._texts.__getitem__, self._order))
         return (
-            f'{{"manifests":[{manifests}],"mediaType":"{MEDIA_TYPE}","schemaVersion":2}}'
+            f'{{"manifests":[{manifests}],"mediaType":"{OCI_INDEX}","schemaVersion":2}}'
         ).encode()
 
     def __len__(self) -> int:

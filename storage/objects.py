@@ -38,7 +38,7 @@ _BLOB_TYPE = 3  # pack object type numbers (gitformat-pack)
 _DELTA_TYPES = (6, 7)
 
 
-def fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -215,7 +215,7 @@ def _install(objects_dir: Path, tmp: Path, oid: str) -> str:
     folder.mkdir(exist_ok=True)
     os.chmod(tmp, 0o444)
     os.rename(tmp, final)
-    fsync_dir(folder)
+    _fsync_dir(folder)
     return oid
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -61,9 +61,10 @@ _LINEAGE_SEARCH_DEPTH = 1000
 
 @dataclass(frozen=True)
 class _Base:
-    name: str  # repo@digest
+    """The image a pushed one was built on: `repo@digest`, and the commit that pushed it."""
+
+    name: str
     commit: bytes
-    digest: str
 
 
 @dataclass
@@ -152,12 +153,10 @@ class Store:
         parsed = digests.parse(digest)
         return BlobInfo(str(parsed), self._size(self._need_blob(repo, parsed)))
 
-    def open_blob(self, repo: str, digest: str, offset: int = 0) -> BlobReader:
-        """The blob's bytes from `offset` on (its `size` is the whole blob's)."""
+    def open_blob(self, repo: str, digest: str) -> BlobReader:
+        """The blob, to stream (its `size` known at once, so one lookup serves a Range)."""
         oid = self._need_blob(repo, digests.parse(digest))
-        reader = objects.open_blob(self._objects, oid.decode())
-        reader.skip(offset)
-        return reader
+        return objects.open_blob(self._objects, oid.decode())
 
     def put_blob(
         self, repo: str, digest: str, stream: BinaryIO, size: int | None = None
@@ -335,10 +334,8 @@ class Store:
         names.check_name(repo)
         _, tree = self._tip(repo)
         found: dict[str, Descriptor] = {}
-        for d in layout.read_index(self._cache, tree).manifests():
-            oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
-            info = self._parsed(oid) if oid is not None else None
-            if info is None or info.subject != subject:
+        for d, info in self._stored_manifests(tree):
+            if info.subject != subject:
                 continue
             if artifact_type is not None and info.artifact_type != artifact_type:
                 continue
@@ -410,20 +407,28 @@ class Store:
         """
         if len(layers) < 2:
             return None
-        best: _Base | None = None
+        best: tuple[str, bytes, str] | None = None  # (repository, its tip, manifest digest)
         best_length = 0
         for name in self.repositories():
             tip, tree = self._tip(name)
-            for d in layout.read_index(self._cache, tree).manifests():
-                oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
-                info = self._parsed(oid) if oid is not None else None
-                prefix = info.layers if info is not None else []
-                if best_length < len(prefix) < len(layers) and prefix == layers[: len(prefix)]:
-                    best_length = len(prefix)
-                    best = _Base(f"{name}@{d['digest']}", tip, d["digest"])  # type: ignore[arg-type]
+            if tip is None:  # deleted since it was listed
+                continue
+            for d, info in self._stored_manifests(tree):
+                length = len(info.layers)
+                if best_length < length < len(layers) and info.layers == layers[:length]:
+                    best_length, best = length, (name, tip, d["digest"])
         if best is None:
             return None
-        return _Base(best.name, self._pushed_by(best.commit, best.digest), best.digest)
+        name, tip, digest = best
+        return _Base(f"{name}@{digest}", self._pushed_by(tip, digest))
+
+    def _stored_manifests(self, tree: bytes | None) -> Iterator[tuple[Descriptor, ParsedManifest]]:
+        """Each manifest of a layout (once, whatever its tags), with what it says."""
+        for d in layout.read_index(self._cache, tree).manifests():
+            oid = layout.find_blob(self._cache, tree, digests.parse(d["digest"]))
+            info = self._parsed(oid) if oid is not None else None
+            if info is not None:
+                yield d, info
 
     def _pushed_by(self, tip: bytes, digest: str) -> bytes:
         """The newest commit from `tip` back (first parents) that pushed `digest`."""

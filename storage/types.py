@@ -20,12 +20,17 @@ class Manifest:
 
 
 class BlobReader:
-    """An open blob: `size` is the whole blob's length; read() streams from the offset on."""
+    """An open blob: `size` is the whole blob's length; read() streams it from the start,
+    or from wherever skip() moved to."""
 
     size: int
 
     def read(self, n: int) -> bytes | bytearray:
         """Up to n bytes; empty at the end."""
+        raise NotImplementedError
+
+    def skip(self, n: int) -> None:
+        """Move n bytes forward without reading them (a byte range's start)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -10,42 +9,12 @@ from typing import Any
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+from tests.documents import OCI_MANIFEST, descriptor, digest_of, image_manifest
+
 API_VERSION = "registry/2.0"
 
 # A digest nothing in these tests has.
 ABSENT = "sha256:" + "0" * 64
-
-
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def descriptor(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": digest_of(data), "size": len(data)}
-
-
-def image_manifest(
-    config: bytes,
-    layers: list[bytes],
-    subject: dict[str, Any] | None = None,
-    artifact_type: str | None = None,
-) -> bytes:
-    manifest: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(OCI_CONFIG, config),
-        "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
-    }
-    if subject is not None:
-        manifest["subject"] = subject
-    if artifact_type is not None:
-        manifest["artifactType"] = artifact_type
-    return json.dumps(manifest, indent=1).encode()
 
 
 @dataclass(frozen=True)
@@ -117,7 +86,7 @@ class Api:
             config,
             list(layers),
             subject=subject.as_subject() if subject else None,
-            artifact_type=artifact_type,
+            artifactType=artifact_type,
         )
         reference = digest_of(body) if tag is None else tag
         resp = await self.put_manifest(name, reference, body)

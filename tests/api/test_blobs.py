@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from registry.common import PIECE
-from tests.api.helpers import ABSENT, API_VERSION, Api, assert_error, digest_of
+from tests.api.helpers import ABSENT, API_VERSION, Api, assert_error
+from tests.documents import digest_of
 
 DATA = b"0123456789"
 

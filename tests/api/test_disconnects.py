@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from storage import Store
-from tests.api.helpers import digest_of
+from tests.documents import digest_of
 
 BIG = b"x" * (8 << 20)  # more than loopback socket buffers hold, so the server sees the abort
 

@@ -7,15 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.api.helpers import (
-    ABSENT,
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
-    Api,
-    assert_error,
-    digest_of,
-    image_manifest,
-)
+from tests.api.helpers import ABSENT, Api, assert_error
+from tests.documents import DOCKER_MANIFEST, OCI_MANIFEST, digest_of, image_manifest
 
 
 async def test_put_by_tag_gives_201_with_the_digest(api: Api) -> None:
@@ -85,7 +78,7 @@ async def test_docker_media_type_is_kept(api: Api) -> None:
 
 async def test_subject_is_echoed_in_oci_subject(api: Api) -> None:
     base = await api.push_image("img", "v1")
-    body = image_manifest(b"{}", [], subject=base.as_subject(), artifact_type="text/plain")
+    body = image_manifest(b"{}", [], subject=base.as_subject(), artifactType="text/plain")
     resp = await api.put_manifest("img", "sig", body)
     assert resp.status == 201
     assert resp.headers["OCI-Subject"] == base.digest

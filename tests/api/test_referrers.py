@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api.helpers import ABSENT, OCI_INDEX, Api, assert_error
+from tests.api.helpers import ABSENT, Api, assert_error
+from tests.documents import OCI_INDEX
 
 SBOM = "application/spdx+json"
 SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"

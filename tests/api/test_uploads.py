@@ -11,7 +11,8 @@ import pytest
 
 from registry.common import PIECE
 from storage import Store
-from tests.api.helpers import ABSENT, Api, assert_error, digest_of
+from tests.api.helpers import ABSENT, Api, assert_error
+from tests.documents import digest_of
 
 DATA = b"hello, registry"
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.documents import digest_of
+
 REF_NAME = "org.opencontainers.image.ref.name"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 INDEX_TYPES = {OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -14,10 +16,6 @@ MANIFEST_TYPES = {
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 }
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def read_blob(layout: Path, descriptor: dict[str, Any]) -> bytes:
@@ -74,7 +72,7 @@ def check_layout(layout: Path, tag: str) -> str:
 
 
 def write_blob(layout: Path, data: bytes) -> str:
-    digest = sha256(data)
+    digest = digest_of(data)
     path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
     path.write_bytes(data)
     return digest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from pathlib import Path
 from types import ModuleType
@@ -10,13 +9,11 @@ from types import ModuleType
 import pytest
 import requests
 
+from tests.documents import digest_of
+
 from .conftest import Hroot
 
 pytestmark = pytest.mark.e2e
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_blobs_aliases_mounts_deletes(dxf: ModuleType, hroot: Hroot, tmp_path: Path) -> None:
@@ -27,16 +24,16 @@ def test_blobs_aliases_mounts_deletes(dxf: ModuleType, hroot: Hroot, tmp_path: P
     a_data = secrets.token_bytes(300_000)
     (tmp_path / "a").write_bytes(a_data)
     a = one.push_blob(str(tmp_path / "a"))
-    assert a == sha256(a_data)
+    assert a == digest_of(a_data)
     b_data = secrets.token_bytes(100_000)
-    b = one.push_blob(data=iter([b_data[:40_000], b_data[40_000:]]), digest=sha256(b_data))
+    b = one.push_blob(data=iter([b_data[:40_000], b_data[40_000:]]), digest=digest_of(b_data))
     for digest, data in [(a, a_data), (b, b_data)]:
         assert one.blob_size(digest) == len(data)
         assert b"".join(one.pull_blob(digest)) == data
 
     # Aliases are tags of manifests that list the blobs.
-    v1 = sha256(one.set_alias("v1", a, b).encode())
-    v2 = sha256(one.set_alias("v2", b).encode())
+    v1 = digest_of(one.set_alias("v1", a, b).encode())
+    v2 = digest_of(one.set_alias("v2", b).encode())
     assert one.head_manifest_and_response("v1")[1].headers["Docker-Content-Digest"] == v1
     assert one.get_digest("v1") == a  # dxf makes the first blob the config
     assert one.get_alias("v1") == [a, b]
@@ -48,7 +45,7 @@ def test_blobs_aliases_mounts_deletes(dxf: ModuleType, hroot: Hroot, tmp_path: P
     assert two.mount_blob("dxf/one", a) == a
     assert b"".join(two.pull_blob(a)) == a_data
     with pytest.raises(dxf.exceptions.DXFMountFailed):
-        two.mount_blob("dxf/one", sha256(b"never pushed"))
+        two.mount_blob("dxf/one", digest_of(b"never pushed"))
 
     # Deleting an alias deletes its manifest (one more commit); then the blob can go.
     assert one.del_alias("v1") == [a, b]

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 
 from storage import Store, digests
-from storage.manifests import OCI_INDEX, OCI_MANIFEST
+from tests.documents import image_manifest
 
 
 def git(store: Store, *args: str, input_text: str | None = None) -> str:
@@ -50,31 +50,6 @@ def put(store: Store, repo: str, data: bytes, algorithm: str = "sha256") -> str:
     digest = str(digests.of(data, algorithm))
     store.put_blob(repo, digest, io.BytesIO(data), len(data))
     return digest
-
-
-def descriptor(media_type: str, data: bytes) -> dict:
-    return {"mediaType": media_type, "digest": str(digests.of(data)), "size": len(data)}
-
-
-def image_manifest(config: bytes, layers: list[bytes], **extra: object) -> bytes:
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", x) for x in layers],
-        **extra,
-    }
-    return json.dumps(document).encode()
-
-
-def index_manifest(children: list[bytes]) -> bytes:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [descriptor(OCI_MANIFEST, c) for c in children],
-        }
-    ).encode()
 
 
 def push_image(

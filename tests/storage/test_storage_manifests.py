@@ -30,15 +30,8 @@ from storage.manifests import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from tests.storage.images import (
-    assert_fsck_clean,
-    descriptor,
-    git,
-    image_manifest,
-    index_manifest,
-    push_image,
-    put,
-)
+from tests.documents import descriptor, image_manifest, index_manifest
+from tests.storage.images import assert_fsck_clean, git, push_image, put
 
 
 def commit_message(store: Store, rev: str) -> str:
