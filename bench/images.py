@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from storage import digests
+
 CHUNK = 1 << 20
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -54,10 +56,6 @@ class Image:
 
     def blob_file(self, blob: Descriptor) -> Path:
         return blob_file(self.layout, blob.digest)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def manifest_json(
@@ -121,7 +119,7 @@ class Layout:
         self._index: list[dict[str, object]] = []
 
     def add_blob(self, data: bytes, media_type: str) -> Descriptor:
-        digest = sha256_digest(data)
+        digest = str(digests.of(data))
         blob_file(self.path, digest).write_bytes(data)
         return Descriptor(media_type, digest, len(data))
 
