@@ -18,7 +18,7 @@ from dulwich.objects import parse_tree
 
 from storage.digests import Digest
 from storage.index import Index
-from storage.objects import write_object
+from storage.objects import ObjectBatch
 
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
@@ -164,10 +164,10 @@ def read_index(cache: ObjectCache, tree_oid: bytes | None) -> Index:
 
 
 class TreeWriter:
-    """Builds a new layout tree from an old one, writing only what changed."""
+    """Builds a new layout tree from an old one, writing only what changed into `batch`."""
 
-    def __init__(self, objects: DiskObjectStore, cache: ObjectCache) -> None:
-        self._objects = objects
+    def __init__(self, batch: ObjectBatch, cache: ObjectCache) -> None:
+        self._batch = batch
         self._cache = cache
 
     def layout(
@@ -178,13 +178,13 @@ class TreeWriter:
         remove: Iterable[Digest] = (),
     ) -> bytes:
         """The id of layout `base` with blobs added/removed and `index` as its index.json."""
-        index_oid = write_object(self._objects, b"blob", index.encode())
+        index_oid = self._batch.write(b"blob", index.encode())
         self._cache.put("index", index_oid, index, len(index))  # the next push starts here
         root = self._edit(
             base,
             {
                 b"blobs": self._blobs(base, add or {}, set(remove)),
-                b"oci-layout": (FILE_MODE, write_object(self._objects, b"blob", OCI_LAYOUT)),
+                b"oci-layout": (FILE_MODE, self._batch.write(b"blob", OCI_LAYOUT)),
                 b"index.json": (FILE_MODE, index_oid),
             },
         )
@@ -226,6 +226,6 @@ class TreeWriter:
         tree = base.edited(changes)
         if not len(tree):
             return None
-        new = write_object(self._objects, b"tree", tree.encode())
+        new = self._batch.write(b"tree", tree.encode())
         self._cache.put("tree", new, tree, len(tree))
         return new

@@ -32,6 +32,7 @@ from storage.index import Descriptor, Index
 from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
+from storage.objects import ObjectBatch
 from storage.types import BlobInfo, BlobReader, Manifest, UploadWriter
 from storage.uploads import Uploads
 
@@ -87,6 +88,10 @@ class _Change:
     lineage: bytes | None = None  # second parent: the commit that pushed the base image
 
 
+# what a branch update does on the tip (and its tree), writing its objects into the batch
+_ChangeFunction = Callable[[bytes | None, bytes | None, ObjectBatch], _Change | None]
+
+
 class Store:
     """One registry in one bare git repository. Every method is blocking and thread-safe."""
 
@@ -99,7 +104,6 @@ class Store:
         self._objects.loose_object_size_limit = 1 << 40
         self._refs = repo.refs
         self._cache = ObjectCache(self._objects)
-        self._trees = TreeWriter(self._objects, self._cache)
         self._ref_locks: dict[bytes, threading.Lock] = {}
         self._ref_locks_lock = threading.Lock()
         self._staging_queue: dict[bytes, list[_StagingEdit]] = {}
@@ -194,11 +198,12 @@ class Store:
         self._need_blob(repo, parsed)
         self._unstage(repo, {parsed})
 
-        def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
             if layout.find_blob(self._cache, tree, parsed) is None:
                 return None
+            index = layout.read_index(self._cache, tree)
             return _Change(
-                self._trees.layout(tree, layout.read_index(self._cache, tree), remove=[parsed]),
+                self._trees(batch).layout(tree, index, remove=[parsed]),
                 f"delete blob {repo}@{parsed}",
                 [("Blob-Digest", str(parsed))],
             )
@@ -253,16 +258,16 @@ class Store:
         taken: dict[Digest, bytes] = {}
         base = self._base_image(parsed.layers)
 
-        def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
             taken.clear()
-            taken.update(self._referenced_blobs(repo, tree, parsed))
-            manifest_oid = objects.write_object(self._objects, b"blob", body)  # once it is valid
+            taken.update(self._referenced_blobs(repo, tree, parsed, batch))
+            manifest_oid = batch.write(b"blob", body)  # once it is valid
             index = layout.read_index(self._cache, tree)
             if tag is not None:
                 index = index.with_tag(tag, descriptor)
             else:
                 index = index.with_manifest(descriptor)
-            new_tree = self._trees.layout(tree, index, add={**taken, digest: manifest_oid})
+            new_tree = self._trees(batch).layout(tree, index, add={**taken, digest: manifest_oid})
             where = f"{repo}:{tag}" if tag else f"{repo}@{digest}"
             trailers = [("Manifest-Digest", str(digest)), ("Media-Type", parsed.media_type)]
             if tag:
@@ -298,13 +303,14 @@ class Store:
         """Delete a manifest and every tag on it (one commit); its layers stay until gc."""
         parsed = digests.parse(digest)
 
-        def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
             index = layout.read_index(self._cache, tree)
             if index.find(str(parsed)) is None:
                 raise ManifestUnknown(str(parsed))
             gone = index.tags_of(str(parsed))
+            left = index.without_manifest(str(parsed))
             return _Change(
-                self._trees.layout(tree, index.without_manifest(str(parsed)), remove=[parsed]),
+                self._trees(batch).layout(tree, left, remove=[parsed]),
                 f"delete manifest {repo}@{parsed}",
                 [("Manifest-Digest", str(parsed))] + [("Tag", t) for t in gone],
             )
@@ -315,13 +321,13 @@ class Store:
         """Remove a tag (one commit); the manifest stays, untagged if it was its last tag."""
         names.check_tag(tag)
 
-        def change(tip: bytes | None, tree: bytes | None) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
             index = layout.read_index(self._cache, tree)
             found = index.find(tag)
             if found is None:
                 raise ManifestUnknown(tag)
             return _Change(
-                self._trees.layout(tree, index.without_tag(tag)),
+                self._trees(batch).layout(tree, index.without_tag(tag)),
                 f"delete tag {repo}:{tag}",
                 [("Tag", tag), ("Manifest-Digest", found["digest"])],
             )
@@ -448,7 +454,7 @@ class Store:
         return self._cache.get(f"pushed-by {digest}", tip, load, _one)
 
     def _referenced_blobs(
-        self, repo: str, tree: bytes | None, parsed: ParsedManifest
+        self, repo: str, tree: bytes | None, parsed: ParsedManifest, batch: ObjectBatch
     ) -> dict[Digest, bytes]:
         """The blobs a manifest needs that are staged (to take in); raise if any is missing."""
         staged = self._staged(repo)
@@ -471,14 +477,14 @@ class Store:
         if missing:
             raise ManifestBlobUnknown(missing)
         if supply_empty_config:
-            empty = objects.write_object(self._objects, b"blob", manifests.EMPTY_CONFIG)
+            empty = batch.write(b"blob", manifests.EMPTY_CONFIG)
             taken[manifests.EMPTY_CONFIG_DIGEST] = empty
         return taken
 
     def _commit(
         self,
         repo: str,
-        change: Callable[[bytes | None, bytes | None], _Change | None],
+        change: _ChangeFunction,
         must_exist: bool = False,
     ) -> None:
         """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race."""
@@ -490,27 +496,39 @@ class Store:
         self,
         repo: str,
         ref: bytes,
-        change: Callable[[bytes | None, bytes | None], _Change | None],
+        change: _ChangeFunction,
         must_exist: bool,
     ) -> None:
         while True:
             tip, tree = self._tip(repo, must_exist)
-            wanted = change(tip, tree)
-            if wanted is None or wanted.tree == tree:
-                return
-            parents = [tip] if tip is not None else []
-            if wanted.lineage is not None:
-                if not parents:  # a second parent needs a first: the empty repository
-                    empty = self._trees.layout(None, Index.empty())
-                    parents = [self._write_commit(empty, [], f"create {repo}", [])]
-                parents.append(wanted.lineage)
-            commit = self._write_commit(wanted.tree, parents, wanted.summary, wanted.trailers)
+            with ObjectBatch(self._objects) as batch:
+                wanted = change(tip, tree, batch)
+                if wanted is None or wanted.tree == tree:
+                    return
+                parents = [tip] if tip is not None else []
+                if wanted.lineage is not None:
+                    if not parents:  # a second parent needs a first: the empty repository
+                        empty = self._trees(batch).layout(None, Index.empty())
+                        parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
+                    parents.append(wanted.lineage)
+                commit = self._write_commit(
+                    batch, wanted.tree, parents, wanted.summary, wanted.trailers
+                )
+                batch.install()
             if refs.compare_and_swap(self._refs, ref, tip, commit):
                 self._maintenance.committed()
                 return
 
+    def _trees(self, batch: ObjectBatch) -> TreeWriter:
+        return TreeWriter(batch, self._cache)
+
     def _write_commit(
-        self, tree: bytes, parents: list[bytes], summary: str, trailers: list[tuple[str, str]]
+        self,
+        batch: ObjectBatch,
+        tree: bytes,
+        parents: list[bytes],
+        summary: str,
+        trailers: list[tuple[str, str]],
     ) -> bytes:
         commit = Commit()
         commit.tree = tree
@@ -519,7 +537,7 @@ class Store:
         commit.author_time = commit.commit_time = int(time.time())
         commit.author_timezone = commit.commit_timezone = 0
         commit.message = _message(summary, trailers)
-        return objects.write_object(self._objects, b"commit", commit.as_raw_string())
+        return batch.write(b"commit", commit.as_raw_string())
 
     def _stage(self, repo: str, add: dict[Digest, bytes]) -> None:
         """Put uploaded blobs on repo's staging tree, unless its layout has them already."""
@@ -569,8 +587,12 @@ class Store:
                 add[digest] = oid
         while True:
             staged = self._staged(repo)
-            new = self._trees.staging(staged, add, remove)
-            if new == staged or refs.compare_and_swap(self._refs, ref, staged, new):
+            with ObjectBatch(self._objects) as batch:
+                new = self._trees(batch).staging(staged, add, remove)
+                if new == staged:
+                    return
+                batch.install()
+            if refs.compare_and_swap(self._refs, ref, staged, new):
                 return
 
     def _writing(self, ref: bytes) -> threading.Lock:

@@ -54,6 +54,32 @@ def test_objects_written_by_hroot_and_by_git_read_back(repo: Repo, kind: str, of
     assert git(repo, "cat-file", "blob", ours) == data
 
 
+def test_a_batch_names_its_objects_only_when_installed(repo: Repo) -> None:
+    objects_dir = Path(repo.path) / "objects"
+    tree = b"100644 a\x00" + bytes.fromhex(git(repo, "hash-object", "--stdin", stdin=b"a").decode())
+
+    def leftovers() -> list[str]:
+        return sorted(p.name for p in objects_dir.iterdir() if p.name.startswith("tmp_obj_"))
+
+    with objects.ObjectBatch(repo.object_store) as batch:
+        blob = batch.write(b"blob", b"a")
+        assert batch.write(b"blob", b"a") == blob  # written once
+        assert leftovers()
+        unnamed = subprocess.run(["git", "--git-dir", repo.path, "cat-file", "-e", blob.decode()])
+        assert unnamed.returncode != 0  # not an object until installed
+    assert not leftovers()  # left uninstalled: nothing named, nothing behind
+    assert not (objects_dir / blob[:2].decode() / blob[2:].decode()).exists()
+
+    with objects.ObjectBatch(repo.object_store) as batch:
+        blob = batch.write(b"blob", b"a")
+        written = batch.write(b"tree", tree)
+        batch.install()
+    assert not leftovers()
+    assert git(repo, "cat-file", "blob", blob.decode()) == b"a"
+    assert git(repo, "ls-tree", written.decode()).split() == [b"100644", b"blob", blob, b"a"]
+    git(repo, "fsck", "--strict", written.decode())
+
+
 @pytest.mark.parametrize("compression", ["0", "9"])
 def test_packed_objects_read_back(repo: Repo, compression: str) -> None:
     oids = {}
