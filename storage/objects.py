@@ -34,6 +34,7 @@ from storage.errors import DigestInvalid, SizeInvalid
 from storage.types import BlobReader
 
 CHUNK = 1 << 20
+PARALLEL_HASH_SIZE = 16 << 20  # from this size on, a blob's git id is hashed in a thread
 _BLOB_TYPE = 3  # pack object type numbers (gitformat-pack)
 _DELTA_TYPES = (6, 7)
 
@@ -50,8 +51,10 @@ class _BlobHashes:
     """What a blob's bytes must be hashed for, in one pass: its git id, the adler32 of
     its zlib stream and, to check a claimed `digest`, its OCI digest.
 
-    The git id (sha1) is computed in a second thread, beside the rest (hashlib
-    releases the GIL), one chunk behind.
+    For a big blob the git id (sha1) is computed in a second thread, beside the
+    rest (hashlib releases the GIL), one chunk behind. A small one is hashed inline:
+    a thread per blob cost more than it saved, in thread starts and GIL handoffs,
+    when eight clients pushed 1 MiB layers at once.
     """
 
     def __init__(self, size: int, digest: Digest | None) -> None:
@@ -60,13 +63,16 @@ class _BlobHashes:
         self._oci = digest.hasher() if digest is not None else None
         self._git_id = hashlib.sha1(self.header)
         self._adler = zlib.adler32(self.header)
-        self._thread = ThreadPoolExecutor(1)
+        self._thread = ThreadPoolExecutor(1) if size >= PARALLEL_HASH_SIZE else None
         self._pending: Future[None] | None = None
 
     def update(self, chunk: bytes) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._thread.submit(self._git_id.update, chunk)
+        if self._thread is None:
+            self._git_id.update(chunk)
+        else:
+            if self._pending is not None:
+                self._pending.result()
+            self._pending = self._thread.submit(self._git_id.update, chunk)
         if self._oci is not None:
             self._oci.update(chunk)
         self._adler = zlib.adler32(chunk, self._adler)
@@ -75,7 +81,7 @@ class _BlobHashes:
         """(git id, zlib trailer); DigestInvalid if the bytes are not the claimed digest."""
         if self._pending is not None:
             self._pending.result()
-        self._thread.shutdown()
+        self.__exit__()
         if self._digest is not None and not self._digest.matches(self._oci):  # type: ignore[arg-type]
             raise DigestInvalid(str(self._digest))
         return self._git_id.hexdigest(), self._adler.to_bytes(4, "big")
@@ -84,7 +90,8 @@ class _BlobHashes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._thread.shutdown()
+        if self._thread is not None:
+            self._thread.shutdown()
 
 
 def write_blob(
