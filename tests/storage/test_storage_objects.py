@@ -54,6 +54,16 @@ def test_objects_written_by_hroot_and_by_git_read_back(repo: Repo, kind: str, of
     assert git(repo, "cat-file", "blob", ours) == data
 
 
+@pytest.mark.parametrize("size", [objects.PARALLEL_HASH_SIZE - 1, objects.PARALLEL_HASH_SIZE])
+def test_git_ids_hashed_inline_and_in_a_thread_are_gits(repo: Repo, size: int) -> None:
+    data = os.urandom(size)
+    ours = objects.write_blob(
+        Path(repo.path) / "objects", io.BytesIO(data).read, size, digests.of(data)
+    )
+    assert git(repo, "hash-object", "--stdin", stdin=data).decode().strip() == ours
+    git(repo, "fsck", "--strict")
+
+
 def test_a_batch_names_its_objects_only_when_installed(repo: Repo) -> None:
     objects_dir = Path(repo.path) / "objects"
     tree = b"100644 a\x00" + bytes.fromhex(git(repo, "hash-object", "--stdin", stdin=b"a").decode())
