@@ -165,18 +165,20 @@ class StoredBlocks:
         """Start the next block, at a byte boundary (where every stored block ends)."""
         if self._ended:
             raise OSError("deflate stream ends early")
-        first = self._file.read(1)
-        if not first:
+        head = self._file.read(5)
+        if not head:
             raise OSError("deflate stream ends early")
-        bits = _BitReader(self._file, first[0])
+        if len(head) == 5 and not head[0] & 0b110:
+            # The common case, once per 64 KiB of a blob: a stored block's header whole,
+            # without the bit reader (a tenth of the server's time in 32 pulls at once).
+            self._stored(head[0] & 1, head[1:])
+            return
+        self._file.seek(1 - len(head), os.SEEK_CUR)
+        bits = _BitReader(self._file, head[0])
         while True:
             final, kind = bits.take(1), bits.take(2)
             if kind == 0:  # stored: the rest of this byte is padding
-                header = self._file.read(4)
-                length = int.from_bytes(header[:2], "little")
-                if len(header) < 4 or length ^ int.from_bytes(header[2:], "little") != 0xFFFF:
-                    raise OSError("corrupt stored block")
-                self._left, self._ended = length, bool(final)
+                self._stored(final, self._file.read(4))
                 return
             if kind != 1:
                 raise NotStored
@@ -184,6 +186,13 @@ class StoredBlocks:
             if final:
                 self._ended = True
                 return
+
+    def _stored(self, final: int, header: bytes) -> None:
+        """Start a stored block from its LEN and NLEN."""
+        length = int.from_bytes(header[:2], "little")
+        if len(header) < 4 or length ^ int.from_bytes(header[2:], "little") != 0xFFFF:
+            raise OSError("corrupt stored block")
+        self._left, self._ended = length, bool(final)
 
 
 class _BitReader:

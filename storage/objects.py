@@ -81,7 +81,7 @@ class _BlobHashes:
         """(git id, zlib trailer); DigestInvalid if the bytes are not the claimed digest."""
         if self._pending is not None:
             self._pending.result()
-        self.__exit__()
+        self.close()
         if self._digest is not None and not self._digest.matches(self._oci):  # type: ignore[arg-type]
             raise DigestInvalid(str(self._digest))
         return self._git_id.hexdigest(), self._adler.to_bytes(4, "big")
@@ -90,6 +90,9 @@ class _BlobHashes:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._thread is not None:
             self._thread.shutdown()
 
@@ -229,6 +232,7 @@ class ObjectBatch:
             finally:
                 os.close(fd)
         folders = {_name(self._objects_dir, tmp, oid) for oid, tmp in self._pending.items()}
+        self._pending.clear()
         for folder in folders:
             _fsync_dir(folder)
 
@@ -236,7 +240,7 @@ class ObjectBatch:
         return self
 
     def __exit__(self, *_: object) -> None:
-        for tmp in self._pending.values():  # not installed, or a copy that was not needed
+        for tmp in self._pending.values():  # written, never installed
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self._pending.clear()
@@ -249,11 +253,12 @@ def _install(objects_dir: Path, tmp: Path, oid: str) -> str:
 
 
 def _name(objects_dir: Path, tmp: Path, oid: str) -> Path:
-    """Rename a synced temporary object to its final name, unless an identical copy is
-    there already (two writers of one object is harmless); its folder."""
+    """Rename a synced temporary object to its final name, or drop it if an identical
+    copy is there already (two writers of one object is harmless); its folder."""
     folder = objects_dir / oid[:2]
     final = folder / oid[2:]
     if final.exists():
+        tmp.unlink()
         return folder
     folder.mkdir(exist_ok=True)
     os.chmod(tmp, 0o444)
