@@ -320,6 +320,8 @@ class ManyTagsAndRepositories(Workload):
         cold_catalog = await server.restart(f"/v2/_catalog?n={self.page}")
         async with registry_client(server.url) as client:
             start = time.perf_counter()
+            await client.tags(self.repo)
+            first = time.perf_counter()
             tags = await client.tags(self.repo)
             listed = time.perf_counter()
             repositories = await client.catalog(self.page)
@@ -332,7 +334,8 @@ class ManyTagsAndRepositories(Workload):
         return {
             "cold start to tags list (s)": cold_tags,
             "cold start to catalog page (s)": cold_catalog,
-            "tags list (s)": listed - start,
+            "first tags list after a restart (s)": first - start,
+            "tags list (s)": listed - first,
             "paged catalog (s)": paged - listed,
         }
 
