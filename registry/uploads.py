@@ -74,7 +74,9 @@ async def _write_body(request: web.Request, write: Callable[[bytes], None]) -> N
 
 async def _receive(request: web.Request, name: str, upload_id: str, offset: int | None) -> int:
     """Append the request body to the upload; the upload's size afterwards."""
-    writer = await blocking(store(request).open_upload, name, upload_id, offset)
+    writer = await blocking(
+        store(request).open_upload, name, upload_id, offset, request.content_length
+    )
     try:
         await _write_body(request, writer.write)
     finally:

@@ -47,9 +47,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _BlobHashes:
-    """What a blob's bytes must be hashed for, in one pass: its git id, the adler32 of
-    its zlib stream and, to check a claimed `digest`, its OCI digest.
+class BlobHashes:
+    """What a blob of `size` bytes must be hashed for, in one pass: its git id, the
+    adler32 of its zlib stream and, to check a claimed `digest`, its OCI digest.
 
     For a big blob the git id (sha1) is computed in a second thread, beside the
     rest (hashlib releases the GIL), one chunk behind. A small one is hashed inline:
@@ -57,21 +57,26 @@ class _BlobHashes:
     when eight clients pushed 1 MiB layers at once.
     """
 
-    def __init__(self, size: int, digest: Digest | None) -> None:
+    def __init__(self, size: int, digest: Digest | None = None) -> None:
+        self.size = size
         self.header = b"blob %d\x00" % size
         self._digest = digest
         self._oci = digest.hasher() if digest is not None else None
         self._git_id = hashlib.sha1(self.header)
         self._adler = zlib.adler32(self.header)
-        self._thread = ThreadPoolExecutor(1) if size >= PARALLEL_HASH_SIZE else None
+        self._thread: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+        self.hashed = 0  # bytes fed so far
 
     def update(self, chunk: bytes) -> None:
-        if self._thread is None:
+        self.hashed += len(chunk)
+        if self.size < PARALLEL_HASH_SIZE:
             self._git_id.update(chunk)
         else:
             if self._pending is not None:
                 self._pending.result()
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1)
             self._pending = self._thread.submit(self._git_id.update, chunk)
         if self._oci is not None:
             self._oci.update(chunk)
@@ -79,22 +84,25 @@ class _BlobHashes:
 
     def finish(self) -> tuple[str, bytes]:
         """(git id, zlib trailer); DigestInvalid if the bytes are not the claimed digest."""
-        if self._pending is not None:
-            self._pending.result()
         self.close()
         if self._digest is not None and not self._digest.matches(self._oci):  # type: ignore[arg-type]
             raise DigestInvalid(str(self._digest))
         return self._git_id.hexdigest(), self._adler.to_bytes(4, "big")
 
-    def __enter__(self) -> _BlobHashes:
+    def close(self) -> None:
+        """Let the hashing in flight end, and its thread (the next update starts another)."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
+
+    def __enter__(self) -> BlobHashes:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown()
 
 
 def write_blob(
@@ -113,7 +121,7 @@ def write_blob(
     """
     tmp = objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
     try:
-        with open(tmp, "xb") as out, _BlobHashes(size, digest) as hashes:
+        with open(tmp, "xb") as out, BlobHashes(size, digest) as hashes:
             header = hashes.header
             out.write(deflate.ZLIB_HEADER + deflate.stored_block_header(len(header)) + header)
             remaining = size
@@ -150,24 +158,28 @@ def append_spool(spool: BinaryIO, data: bytes) -> None:
     spool.writelines(deflate.stored_blocks(data))
 
 
-def install_spool(
-    objects_dir: Path, spool: BinaryIO, path: Path, size: int, digest: Digest | None
-) -> str:
-    """Make the spool at `path` (open as `spool`, `size` bytes) a loose blob; its git id.
+def install_spool(objects_dir: Path, spool: BinaryIO, path: Path, hashes: BlobHashes) -> str:
+    """Make the spool at `path` (open as `spool`) a loose blob of `hashes.size` bytes;
+    its git id. DigestInvalid if `hashes` has a digest to check and it does not match.
 
-    One read computes the git id (and the OCI digest, when `digest` is given to
-    check), then the header goes in front and the end of the stream behind.
+    Unless `hashes` was fed the bytes as they came in, one read feeds it; then the
+    header goes in front and the end of the stream behind.
     """
-    spool.seek(SPOOL_PREFIX)
-    blocks = deflate.StoredBlocks(spool)
-    with _BlobHashes(size, digest) as hashes:
-        remaining = size
-        while remaining:
-            chunk = blocks.read(min(CHUNK, remaining))
-            remaining -= len(chunk)
-            hashes.update(chunk)
+    with hashes:
+        if not hashes.hashed:
+            spool.seek(SPOOL_PREFIX)
+            blocks = deflate.StoredBlocks(spool)
+            remaining = hashes.size
+            while remaining:
+                chunk = blocks.read(min(CHUNK, remaining))
+                remaining -= len(chunk)
+                hashes.update(chunk)
+            spool.truncate()
+        elif hashes.hashed == hashes.size:
+            spool.seek(0, os.SEEK_END)
+        else:
+            raise ValueError(f"hashed {hashes.hashed} bytes of a blob of {hashes.size}")
         oid, trailer = hashes.finish()
-    spool.truncate()
     spool.write(deflate.FINAL_BLOCK + trailer)
     spool.seek(0)
     spool.write(deflate.zlib_prefix(hashes.header, SPOOL_PREFIX))

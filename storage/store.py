@@ -217,9 +217,15 @@ class Store:
     def upload_size(self, repo: str, upload_id: str) -> int:
         return self._uploads.size(repo, upload_id)
 
-    def open_upload(self, repo: str, upload_id: str, offset: int | None = None) -> UploadWriter:
-        """Open for appending; UploadOutOfOrder if `offset` is given and is not the end."""
-        return self._uploads.open(repo, upload_id, offset)
+    def open_upload(
+        self, repo: str, upload_id: str, offset: int | None = None, length: int | None = None
+    ) -> UploadWriter:
+        """Open for appending; UploadOutOfOrder if `offset` is given and is not the end.
+
+        `length`, the bytes this write brings if known, lets a first write that turns
+        out to be the whole blob finish without reading it again.
+        """
+        return self._uploads.open(repo, upload_id, offset, length)
 
     def finish_upload(self, repo: str, upload_id: str, digest: str) -> BlobInfo:
         """Check the digest, make the upload a git object and stage it."""

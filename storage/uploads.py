@@ -6,6 +6,12 @@ finishing an upload reads it once and renames it into the object store. What was
 received is tallied in memory as it arrives (size, sha256), so the usual finish
 checks the digest with no extra work; after a restart, or in another process, the
 spool itself is scanned instead.
+
+A git id hashes the blob's size first, which an upload learns only at its end. When
+the first write says how many bytes it brings (a Content-Length), the git id is
+hashed as they arrive for a blob of that size; if that is what the upload ends as,
+as with skopeo and podman, finishing it needs no read at all (a second of a 1 GiB
+push).
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass
 class _Received:
-    """What a spool of `length` bytes on disk holds: `size` bytes whose sha256 is known."""
+    """What a spool of `length` bytes on disk holds: `size` bytes whose sha256 is known,
+    and their git id so far if the upload is expected to end at `git_id.size` bytes."""
 
     length: int
     size: int
     sha256: hashlib._Hash | None
+    git_id: objects.BlobHashes | None = None
 
 
 class Uploads:
@@ -59,7 +67,9 @@ class Uploads:
         with open(self._data(repo, upload_id), "rb") as spool:
             return self._tally(upload_id, spool).size
 
-    def open(self, repo: str, upload_id: str, offset: int | None) -> SpoolWriter:
+    def open(
+        self, repo: str, upload_id: str, offset: int | None, length: int | None
+    ) -> SpoolWriter:
         spool = self._locked(repo, upload_id)
         received = self._tally(upload_id, spool)
         if offset is not None and offset != received.size:
@@ -67,6 +77,8 @@ class Uploads:
             raise UploadOutOfOrder(
                 received.size, f"chunk at {offset}, upload ends at {received.size}"
             )
+        if not received.size and received.sha256 is not None:
+            received.git_id = objects.BlobHashes(length) if length else None
         spool.truncate(received.length)  # drops a block a crash cut short
         spool.seek(received.length)
         return SpoolWriter(self, upload_id, spool, received)
@@ -78,12 +90,14 @@ class Uploads:
             with self._locked(repo, upload_id) as spool:
                 received = self._tally(upload_id, spool)
                 spool.truncate(received.length)
-                check: Digest | None = digest
+                hashes = objects.BlobHashes(received.size, digest)
                 if received.sha256 is not None and digest.algorithm == "sha256":
                     if not digest.matches(received.sha256):
                         raise DigestInvalid(str(digest))
-                    check = None  # already checked as the bytes came in
-                oid = objects.install_spool(self._objects_dir, spool, path, received.size, check)
+                    hashes = objects.BlobHashes(received.size)  # checked as the bytes came in
+                    if received.git_id is not None and received.git_id.size == received.size:
+                        hashes = received.git_id
+                oid = objects.install_spool(self._objects_dir, spool, path, hashes)
         finally:
             self.cancel(repo, upload_id)
         return oid.encode(), received.size
@@ -145,12 +159,21 @@ class SpoolWriter(UploadWriter):
     def write(self, data: bytes) -> None:
         objects.append_spool(self._spool, data)
         self.size += len(data)
-        if self._received.sha256 is not None:
-            self._received.sha256.update(data)
+        received = self._received
+        if received.sha256 is not None:
+            received.sha256.update(data)
+        if received.git_id is not None:
+            if self.size <= received.git_id.size:
+                received.git_id.update(data)
+            else:  # longer than expected: the size hashed first was wrong
+                received.git_id.close()
+                received.git_id = None
 
     def close(self) -> None:
         if self._spool.closed:
             return
+        if self._received.git_id is not None:
+            self._received.git_id.close()  # no hashing thread waits between requests
         self._spool.flush()
         self._received.size = self.size
         self._received.length = self._spool.tell()

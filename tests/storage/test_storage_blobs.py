@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from storage import Store, digests
+from storage import Store, digests, objects
 from storage.errors import (
     BlobUnknown,
     BlobUploadInvalid,
@@ -124,6 +124,58 @@ def test_chunked_upload_in_order_and_out_of_order(store: Store) -> None:
     info = store.finish_upload("img", upload, str(digests.of(data)))
     assert info.size == len(data)
     assert read_all(store, "img", info.digest) == data
+
+
+# (bytes each write session announces, bytes it writes), as fractions of the blob
+ANNOUNCED_WRITES = {
+    "as announced": [(1, 1)],
+    "resumed after a break": [(1, 0.5), (0.5, 0.5)],
+    "more than announced": [(0.5, 1)],
+    "less than announced": [(2, 1)],
+    "two announced chunks": [(0.5, 0.5), (0.5, 0.5)],
+    "not announced": [(None, 1)],
+}
+
+
+@pytest.mark.parametrize("size", [100_001, objects.PARALLEL_HASH_SIZE + 1])
+@pytest.mark.parametrize("case", ANNOUNCED_WRITES)
+def test_uploads_hashed_as_they_arrive_get_gits_id(store: Store, size: int, case: str) -> None:
+    """A first write that announces its length has the git id hashed for a blob of that
+    size; whatever the writes turn out to be, the object is git's."""
+    data = os.urandom(size)
+    upload = store.start_upload("img")
+    at = 0
+    writes = ANNOUNCED_WRITES[case]
+    for number, (announced, written) in enumerate(writes, 1):
+        length = None if announced is None else int(size * announced)
+        end = size if number == len(writes) else at + int(size * written)
+        with store.open_upload("img", upload, offset=at, length=length) as writer:
+            for piece in range(at, end, 40_000):  # in pieces, as the registry writes
+                writer.write(data[piece : min(piece + 40_000, end)])
+        at = end
+    digest = digests.of(data)
+    assert store.finish_upload("img", upload, str(digest)).size == size
+    staged = git(store, "rev-parse", f"refs/hroot/staging/img:blobs/sha256/{digest.hex}")
+    copy = store.path.parent / "data"
+    copy.write_bytes(data)
+    assert staged == git(store, "hash-object", str(copy))
+    assert read_all(store, "img", str(digest)) == data
+    assert_fsck_clean(store)
+
+
+def test_an_announced_upload_is_still_checked_against_its_sha512(store: Store) -> None:
+    data = os.urandom(5000)
+    wrong, right = digests.of(b"other", "sha512"), digests.of(data, "sha512")
+    for claimed, ok in [(wrong, False), (right, True)]:
+        upload = store.start_upload("img")
+        with store.open_upload("img", upload, length=len(data)) as writer:
+            writer.write(data)
+        if ok:
+            assert store.finish_upload("img", upload, str(claimed)).size == len(data)
+        else:
+            with pytest.raises(DigestInvalid):
+                store.finish_upload("img", upload, str(claimed))
+    assert read_all(store, "img", str(digests.of(data, "sha512"))) == data
 
 
 def test_upload_of_unknown_size_through_put_blob(store: Store) -> None:
