@@ -155,9 +155,11 @@ class SpoolWriter(UploadWriter):
         self._uploads = uploads
         self._spool = spool
         self._received = received
+        self._writeback = objects.Writeback(spool)
 
     def write(self, data: bytes) -> None:
         objects.append_spool(self._spool, data)
+        self._writeback.wrote()
         self.size += len(data)
         received = self._received
         if received.sha256 is not None:
