@@ -82,6 +82,10 @@ async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
             for server in servers:
                 outcome = outcomes[server.name]
                 if outcome.error is None:
+                    # Nothing left to write back when a round starts: hroot syncs what it
+                    # writes, Distribution does not, and the writeback of its (or an
+                    # earlier workload's) dirty pages would otherwise slow hroot's fsyncs.
+                    await asyncio.to_thread(os.sync)
                     step = workload.run_round(server, number)
                     await _attempt(server, workload, outcome, step, timeout)
     finally:
