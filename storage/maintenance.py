@@ -26,10 +26,10 @@ class Maintenance:
         self._running = False
         self._lock = threading.Lock()
 
-    def committed(self) -> None:
-        """Count a commit; every `every` of them, start `git gc --auto` unless one runs."""
+    def committed(self, count: int = 1) -> None:
+        """Count commits; every `every` of them, start `git gc --auto` unless one runs."""
         with self._lock:
-            self._count += 1
+            self._count += count
             if self._every <= 0 or self._count < self._every or self._running:
                 return
             self._count, self._running = 0, True

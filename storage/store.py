@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar, cast
 
 from dulwich.objects import Commit
 from dulwich.repo import Repo
@@ -69,13 +69,22 @@ class _Base:
 
 
 @dataclass
-class _StagingEdit:
-    """Blobs to add to and remove from a staging tree; `done` once written (or failed)."""
+class _Queued:
+    """An update waiting for its ref's writer; `done` once written (or failed)."""
+
+    done: bool = field(default=False, init=False)
+    error: BaseException | None = field(default=None, init=False)
+
+
+Q = TypeVar("Q", bound=_Queued)
+
+
+@dataclass
+class _StagingEdit(_Queued):
+    """Blobs to add to and remove from a staging tree."""
 
     add: dict[Digest, bytes]
     remove: set[Digest]
-    done: bool = False
-    error: BaseException | None = None
 
 
 @dataclass
@@ -92,6 +101,14 @@ class _Change:
 _ChangeFunction = Callable[[bytes | None, bytes | None, ObjectBatch], _Change | None]
 
 
+@dataclass
+class _QueuedChange(_Queued):
+    """A change for a branch; `must_exist`: NameUnknown if the branch has no commit."""
+
+    change: _ChangeFunction
+    must_exist: bool
+
+
 class Store:
     """One registry in one bare git repository. Every method is blocking and thread-safe."""
 
@@ -106,7 +123,7 @@ class Store:
         self._cache = ObjectCache(self._objects)
         self._ref_locks: dict[bytes, threading.Lock] = {}
         self._ref_locks_lock = threading.Lock()
-        self._staging_queue: dict[bytes, list[_StagingEdit]] = {}
+        self._queues: dict[bytes, list[_Queued]] = {}  # by ref: updates waiting
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
         self._maintenance = Maintenance(self.path, gc_every)
 
@@ -493,37 +510,62 @@ class Store:
         change: _ChangeFunction,
         must_exist: bool = False,
     ) -> None:
-        """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race."""
-        ref = names.branch_ref(repo)
-        with self._writing(ref):
-            self._commit_locked(repo, ref, change, must_exist)
+        """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race.
 
-    def _commit_locked(
+        Changes to one branch that arrive while another is being written are written
+        together after it: each is still a commit of its own, chained in the order
+        they came, but their objects are synced once and the branch moves once.
+        """
+        ref = names.branch_ref(repo)
+        self._queue(
+            ref,
+            _QueuedChange(change, must_exist),
+            lambda queued: self._commit_all(repo, ref, queued),
+        )
+
+    def _commit_all(self, repo: str, ref: bytes, queued: list[_QueuedChange]) -> None:
+        while True:
+            tip, tree = self._tip(repo)
+            head, head_tree, commits = tip, tree, 0
+            with ObjectBatch(self._objects) as batch:
+                for item in queued:
+                    item.error = None
+                    try:
+                        written = self._write_change(repo, item, head, head_tree, batch)
+                    except StoreError as error:
+                        item.error = error
+                        continue
+                    if written is not None:
+                        (head, head_tree), commits = written, commits + 1
+                if head == tip:
+                    return
+                batch.install()
+            if refs.compare_and_swap(self._refs, ref, tip, head):
+                self._maintenance.committed(commits)
+                return
+
+    def _write_change(
         self,
         repo: str,
-        ref: bytes,
-        change: _ChangeFunction,
-        must_exist: bool,
-    ) -> None:
-        while True:
-            tip, tree = self._tip(repo, must_exist)
-            with ObjectBatch(self._objects) as batch:
-                wanted = change(tip, tree, batch)
-                if wanted is None or wanted.tree == tree:
-                    return
-                parents = [tip] if tip is not None else []
-                if wanted.lineage is not None:
-                    if not parents:  # a second parent needs a first: the empty repository
-                        empty = self._trees(batch).layout(None, Index.empty())
-                        parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
-                    parents.append(wanted.lineage)
-                commit = self._write_commit(
-                    batch, wanted.tree, parents, wanted.summary, wanted.trailers
-                )
-                batch.install()
-            if refs.compare_and_swap(self._refs, ref, tip, commit):
-                self._maintenance.committed()
-                return
+        item: _QueuedChange,
+        tip: bytes | None,
+        tree: bytes | None,
+        batch: ObjectBatch,
+    ) -> tuple[bytes, bytes] | None:
+        """The commit (and its tree) of item's change on `tip`; None if it changes nothing."""
+        if item.must_exist and tip is None:
+            raise NameUnknown(repo)
+        wanted = item.change(tip, tree, batch)
+        if wanted is None or wanted.tree == tree:
+            return None
+        parents = [tip] if tip is not None else []
+        if wanted.lineage is not None:
+            if not parents:  # a second parent needs a first: the empty repository
+                empty = self._trees(batch).layout(None, Index.empty())
+                parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
+            parents.append(wanted.lineage)
+        commit = self._write_commit(batch, wanted.tree, parents, wanted.summary, wanted.trailers)
+        return commit, wanted.tree
 
     def _trees(self, batch: ObjectBatch) -> TreeWriter:
         return TreeWriter(batch, self._cache)
@@ -563,28 +605,12 @@ class Store:
         writing the staging tree once each; whoever holds the ref writes for all.
         """
         ref = names.staging_ref(repo)
-        with self._ref_locks_lock:
-            self._staging_queue.setdefault(ref, []).append(edit)
-        with self._writing(ref):
-            if not edit.done:
-                with self._ref_locks_lock:
-                    batch = self._staging_queue.pop(ref, [])
-                try:
-                    self._apply_staging(repo, ref, batch)
-                except BaseException as error:
-                    for queued in batch:
-                        queued.error = error
-                    raise
-                finally:
-                    for queued in batch:
-                        queued.done = True
-        if edit.error is not None:
-            raise edit.error
+        self._queue(ref, edit, lambda edits: self._apply_staging(repo, ref, edits))
 
-    def _apply_staging(self, repo: str, ref: bytes, batch: list[_StagingEdit]) -> None:
+    def _apply_staging(self, repo: str, ref: bytes, edits: list[_StagingEdit]) -> None:
         add: dict[Digest, bytes] = {}
         remove: set[Digest] = set()
-        for edit in batch:  # in order: a later edit wins over an earlier one
+        for edit in edits:  # in order: a later edit wins over an earlier one
             for digest in edit.remove:
                 add.pop(digest, None)
                 remove.add(digest)
@@ -600,6 +626,26 @@ class Store:
                 batch.install()
             if refs.compare_and_swap(self._refs, ref, staged, new):
                 return
+
+    def _queue(self, ref: bytes, item: Q, write: Callable[[list[Q]], None]) -> None:
+        """Queue an update of `ref`; whoever next holds the ref's writer lock writes
+        everything queued by then, with `write`. Raises the update's own error."""
+        with self._ref_locks_lock:
+            self._queues.setdefault(ref, []).append(item)
+        with self._writing(ref):
+            if not item.done:
+                with self._ref_locks_lock:  # one ref's queue holds one kind of update
+                    queued = cast(list[Q], self._queues.pop(ref, []))
+                try:
+                    write(queued)
+                except BaseException as error:  # nothing was written: it is everyone's
+                    for other in queued:
+                        other.error = error
+                finally:
+                    for other in queued:
+                        other.done = True
+        if item.error is not None:
+            raise item.error
 
     def _writing(self, ref: bytes) -> threading.Lock:
         """One writer per ref in this process: threads that raced would each rebuild the

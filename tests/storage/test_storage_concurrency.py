@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from storage import Store, digests
-from storage.errors import NameUnknown
+from storage.errors import ManifestBlobUnknown, ManifestUnknown, NameUnknown
 from storage.store import FormatError
+from tests.documents import image_manifest
 from tests.storage.images import assert_fsck_clean, git, push_image
 
 PUSHES_PER_PROCESS = 100
@@ -55,6 +56,34 @@ def test_threads_pushing_at_once_lose_nothing(store: Store) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: push_image(store, "img", f"t{i}", layers=1), range(40)))
     assert len(store.tags("img")) == 40
+
+
+def test_changes_written_together_each_get_their_commit_or_their_error(store: Store) -> None:
+    """Changes that queue on one branch are written as one chain of commits: each good
+    push is a commit of its own, each bad change gets its own error, none is lost."""
+    push_image(store, "img", "v0")
+    unknown_config = image_manifest(b'{"never": "uploaded"}', [])
+
+    def change(i: int) -> str | None:
+        if i % 5 == 0:
+            with pytest.raises(ManifestBlobUnknown):
+                store.put_manifest("img", f"bad{i}", unknown_config)
+        elif i % 7 == 0:
+            with pytest.raises(ManifestUnknown):
+                store.delete_tag("img", f"never{i}")
+        else:
+            push_image(store, "img", f"t{i}", layers=1)
+            return f"t{i}"
+        return None
+
+    with ThreadPoolExecutor(8) as pool:
+        pushed = [tag for tag in pool.map(change, range(60)) if tag is not None]
+    assert store.tags("img") == sorted(["v0", *pushed])
+    subjects = git(store, "log", "--first-parent", "--format=%s", "hroot/img").splitlines()
+    assert sorted(line.split()[1] for line in subjects) == sorted(
+        f"img:{tag}" for tag in ["v0", *pushed]
+    )
+    assert_fsck_clean(store)
 
 
 def test_a_stale_lock_left_by_a_crash_is_broken(store: Store) -> None:
