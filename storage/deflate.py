@@ -170,7 +170,7 @@ class StoredBlocks:
             raise OSError("deflate stream ends early")
         if len(head) == 5 and not head[0] & 0b110:
             # The common case, once per 64 KiB of a blob: a stored block's header whole,
-            # without the bit reader (a tenth of the server's time in 32 pulls at once).
+            # without the bit reader (4% less user time for the server in 32 pulls).
             self._stored(head[0] & 1, head[1:])
             return
         self._file.seek(1 - len(head), os.SEEK_CUR)

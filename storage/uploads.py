@@ -90,13 +90,14 @@ class Uploads:
             with self._locked(repo, upload_id) as spool:
                 received = self._tally(upload_id, spool)
                 spool.truncate(received.length)
-                hashes = objects.BlobHashes(received.size, digest)
                 if received.sha256 is not None and digest.algorithm == "sha256":
                     if not digest.matches(received.sha256):
                         raise DigestInvalid(str(digest))
-                    hashes = objects.BlobHashes(received.size)  # checked as the bytes came in
-                    if received.git_id is not None and received.git_id.size == received.size:
-                        hashes = received.git_id
+                    hashes = received.git_id  # the digest was checked as the bytes came in
+                    if hashes is None or hashes.size != received.size:
+                        hashes = objects.BlobHashes(received.size)
+                else:
+                    hashes = objects.BlobHashes(received.size, digest)
                 oid = objects.install_spool(self._objects_dir, spool, path, hashes)
         finally:
             self.cancel(repo, upload_id)
