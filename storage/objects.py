@@ -8,8 +8,10 @@ already gzip or zstd, so blobs are stored at zlib level 0: any higher level caps
 writer at 45-60 MB/s and saves nothing.
 
 An upload is spooled straight into a loose object's layout (`SPOOL_PREFIX` bytes
-left free for the header, then stored blocks), so finishing it reads it once for
-the git id and renames it into place, instead of copying every byte again.
+left free for the header, then stored blocks), so finishing it renames it into
+place instead of copying every byte again, after one read for the git id unless
+that was hashed as the bytes came in. Small objects (trees, commits, index.json,
+manifests) are written in an ObjectBatch, synced together before a ref names them.
 """
 
 from __future__ import annotations
