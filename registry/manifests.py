@@ -43,13 +43,12 @@ async def put_manifest(request: web.Request) -> web.Response:
     """201 with the digest; OCI-Subject tells referrers-aware clients the subject was seen."""
     name = request.match_info["name"]
     body = await _read_manifest(request)
-    media_type = request.headers.get("Content-Type", "").partition(";")[0].strip() or None
     manifest = await blocking(
         store(request).put_manifest,
         name,
         request.match_info["reference"],
         body,
-        media_type,
+        request.headers.get("Content-Type"),  # parameters and all: the store reads it
         config(request).max_manifest_size,
     )
     headers = {

@@ -76,6 +76,15 @@ async def test_docker_media_type_is_kept(api: Api) -> None:
     assert await resp.read() == body
 
 
+async def test_content_type_parameters_are_not_part_of_the_media_type(api: Api) -> None:
+    config = b'{"architecture": "arm64"}'
+    await api.push_blob("img", config)
+    body = image_manifest(config, [])
+    resp = await api.put_manifest("img", "v1", body, f"{OCI_MANIFEST}; charset=utf-8")
+    assert resp.status == 201
+    assert (await api.client.get("/v2/img/manifests/v1")).headers["Content-Type"] == OCI_MANIFEST
+
+
 async def test_subject_is_echoed_in_oci_subject(api: Api) -> None:
     base = await api.push_image("img", "v1")
     body = image_manifest(b"{}", [], subject=base.as_subject(), artifactType="text/plain")
