@@ -68,14 +68,18 @@ class Index:
         return cls(entries, counts, order, {}, list(order))
 
     def encode(self) -> bytes:
-        """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys."""
+        """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys.
+
+        One descriptor per line (docs/format.md §3), so `git diff` of two versions
+        shows the tags that moved as the lines that changed.
+        """
         for order in self._untexted:
             if order not in self._texts and order[1:] in self._entries:
                 self._texts[order] = _text(self._entries[order[1:]])
         self._untexted = []
-        manifests = ",".join(map(self._texts.__getitem__, self._order))
+        manifests = "".join(f"\n{text}," for text in map(self._texts.__getitem__, self._order))
         return (
-            f'{{"manifests":[{manifests}],"mediaType":"{OCI_INDEX}","schemaVersion":2}}'
+            f'{{"manifests":[{manifests[:-1]}\n],"mediaType":"{OCI_INDEX}","schemaVersion":2}}\n'
         ).encode()
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ from typing import BinaryIO, TypeVar, cast
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from storage import digests, layout, manifests, names, objects, refs
+from storage import digests, layout, manifests, names, objects, refs, repository
 from storage.digests import Digest
 from storage.errors import (
     BlobUnknown,
@@ -38,24 +38,8 @@ from storage.uploads import Uploads
 
 __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 
-FORMAT = b"1"
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
 AUTHOR = b"hroot <hroot@localhost>"
-
-# Set on creation so that `git gc` (hroot's own, storage.maintenance, or a person's)
-# stays cheap: blobs over 8 MiB (layers) are neither delta-searched nor recompressed
-# (80 s -> 2 s on 500 MiB of layers), while index.json and trees under 8 MiB (up to
-# some 35,000 tags) are stored as deltas: 6,000 tags' history, 1.9 GB loose -> 19 MB.
-_REPOSITORY_CONFIG = {
-    (b"hroot",): {b"format": FORMAT},
-    (b"core",): {b"bigFileThreshold": b"8388608"},
-    (b"pack",): {b"compression": b"0"},
-}
-
-
-class FormatError(StoreError):
-    message = "not an hroot repository of a format this version knows"
-
 
 _LINEAGE_SEARCH_DEPTH = 1000
 
@@ -129,31 +113,12 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, create: bool = True, gc_every: int = GC_EVERY) -> Store:
-        """Open the registry at `path` (a bare git repository), creating it if asked.
+        """Open the registry at `path` (a bare git repository): create it if asked, adopt
+        or upgrade it (storage.repository); RepositoryRefused for a path not hroot's.
 
         Every `gc_every` commits `git gc --auto` is started in the background (0: never).
         """
-        path = Path(path)
-        if not (path / "objects").is_dir():
-            if not create:
-                raise FileNotFoundError(path)
-            path.mkdir(parents=True, exist_ok=True)
-            repo = Repo.init_bare(str(path))
-            config = repo.get_config()
-            for section, values in _REPOSITORY_CONFIG.items():
-                for key, value in values.items():
-                    config.set(section, key, value)
-            config.write_to_path()
-            repo.close()
-        try:
-            repo = Repo(str(path))
-        except ValueError as error:  # e.g. core.bigFileThreshold=8m: dulwich reads bytes only
-            raise FormatError(f"{path}: dulwich cannot read its git config: {error}") from None
-        found = repo.get_config().get((b"hroot",), b"format") if repo.bare else None
-        if found != FORMAT:
-            repo.close()
-            raise FormatError(f"{path}: hroot.format is {found!r}, expected {FORMAT!r}")
-        return cls(repo, gc_every)
+        return cls(repository.open_repo(Path(path), create), gc_every)
 
     def close(self) -> None:
         self._repo.close()

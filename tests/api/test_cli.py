@@ -21,9 +21,31 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
+    assert "serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for option in ("serve", "--listen", "--data", "--config", "--log-level", "HROOT_LISTEN"):
+    for option in ("--listen", "--data", "--config", "--log-level", "HROOT_LISTEN"):
         assert option in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == "hroot 0.1.0"
+
+
+def test_a_bad_flag_prints_the_usage_of_its_subcommand(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: hroot serve "), err
+    assert "unrecognized arguments: --port 1" in err
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from storage import Store, digests
 from storage.errors import ManifestBlobUnknown, ManifestUnknown, NameUnknown
-from storage.store import FormatError
+from storage.repository import RepositoryRefused
 from tests.documents import image_manifest
 from tests.storage.images import assert_fsck_clean, git, push_image
 
@@ -154,7 +154,7 @@ def test_git_gc_runs_in_the_background_and_reads_go_on(tmp_path: Path) -> None:
 
 def test_a_git_config_dulwich_cannot_read_is_a_clear_error(store: Store) -> None:
     git(store, "config", "core.bigFileThreshold", "8m")  # git reads it; dulwich does not
-    with pytest.raises(FormatError, match="cannot read its git config"):
+    with pytest.raises(RepositoryRefused, match="dulwich cannot read"):
         Store.open(store.path)
     git(store, "config", "core.bigFileThreshold", str(8 << 20))
     assert Store.open(store.path).repositories() == []

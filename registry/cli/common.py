@@ -1,0 +1,62 @@
+"""What the commands share: the repository option, opening the store, output, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from registry.config import Config, ConfigError, load_config
+from storage import Store, StoreError
+
+
+class CommandError(Exception):
+    """A one-line reason a command cannot do what it was asked; exit status 1."""
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help=f"the bare git repository holding the registry (env HROOT_DATA; "
+        f"default ./{defaults.data})",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file of `hroot serve`; its `data` is used"
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def data_path(args: argparse.Namespace) -> Path:
+    """--data, else the config file's `data`, else HROOT_DATA, else ./hroot.git."""
+    try:
+        return load_config(args.config, data=args.data).data
+    except ConfigError as e:
+        fail(str(e), status=2)
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The registry at --data, which must exist: reading commands never create one."""
+    path = data_path(args)
+    try:
+        return Store.open(path, create=False)
+    except FileNotFoundError:
+        fail(f"{path}: no registry here (give --data or set HROOT_DATA)")
+    except StoreError as e:
+        fail(str(e))
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    print(f"hroot: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,98 @@
+"""`hroot serve`: run the registry until SIGINT or SIGTERM.
+
+Everything that can be refused is checked before anything is created on disk: the
+flags and the config, the repository path (storage.repository.check), then the
+listening socket is bound; only then is a new repository created or an old one adopted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+
+from aiohttp import web
+
+from registry.app import create_app
+from registry.cli.common import add_data_option
+from registry.config import LOG_LEVELS, Config, ConfigError, load_config
+from registry.logs import setup_logging
+from storage import StoreError, repository
+
+log = logging.getLogger("hroot.registry")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    defaults = Config()
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the registry",
+        description="Serve the OCI distribution API (v1.1) over plain HTTP; every push becomes "
+        "a commit on branch hroot/<name> of one bare git repository, created if missing. "
+        "Settings apply in this order, later ones winning: defaults, --config file, "
+        "HROOT_LISTEN/HROOT_DATA, flags.",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address to listen on, [::1]:PORT for IPv6 (env HROOT_LISTEN; "
+        f"default {defaults.listen})",
+    )
+    add_data_option(serve)
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help=f"least severe log messages shown; info logs one line per request "
+        f"(default {defaults.log_level})",
+    )
+    return serve
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(
+            args.config, listen=args.listen, data=args.data, log_level=args.log_level
+        )
+    except ConfigError as e:
+        args.parser.exit(2, f"hroot: {e}\n")
+    setup_logging(config.log_level)
+    try:
+        repository.check(config.data)
+    except StoreError as e:
+        log.error("%s", repository.describe(e))
+        return 1
+    try:
+        sock = _bind(config)
+    except OSError as e:
+        log.error("cannot listen on %s: %s", config.listen, e)
+        return 1
+    try:
+        app = create_app(config)
+    except (StoreError, OSError) as e:
+        sock.close()
+        log.error("cannot open the registry at %s: %s", config.data, repository.describe(e))
+        return 1
+    web.run_app(
+        app,
+        sock=sock,
+        shutdown_timeout=config.shutdown_timeout,
+        access_log=None,  # registry.middleware.log_access logs each request
+        print=lambda _: log.info("serving %s on http://%s", config.data.resolve(), config.listen),
+    )
+    return 0
+
+
+def _bind(config: Config) -> socket.socket:
+    """The listening socket, bound before the repository is touched (a port in use
+    must leave no new repository behind)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
