@@ -4,76 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .conftest import Cli, Hroot
+from .conftest import Cli, Hroot, Pushed, cat, import_image
 from .oci import check_layout, read_blob, tagged
-from .tools import run
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass(frozen=True)
-class Pushed:
-    ref: str
-    digest: str
-    token: str  # the content of /etc/hello in the image, unique to this image
-
-
-def push(docker: Cli, ref: str) -> str:
-    """`docker push` and the manifest digest it reports."""
-    out = docker("push", ref)
-    found = re.search(r"digest: (sha256:[0-9a-f]{64}) size:", out)
-    assert found, f"no digest in the output of docker push:\n{out}"
-    return found.group(1)
-
-
-def import_image(docker: Cli, busybox: Path, workdir: Path, ref: str) -> Pushed:
-    """`tar -C rootfs -c . | docker import - ref` of busybox plus /etc/hello, then push it."""
-    token = secrets.token_hex(8)
-    rootfs = workdir / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    (rootfs / "etc").mkdir()
-    shutil.copy(busybox, rootfs / "bin" / "busybox")
-    (rootfs / "bin" / "sh").symlink_to("busybox")
-    (rootfs / "etc" / "hello").write_text(token)
-    docker("import", "-", ref, input=run("tar", "-C", rootfs, "-c", ".").stdout)
-    return Pushed(ref, push(docker, ref), token)
-
-
-def cat(docker: Cli, ref: str, *paths: str) -> str:
-    return docker("run", "--rm", "--network", "none", ref, "/bin/busybox", "cat", *paths)
-
-
-@pytest.fixture(scope="module")
-def base(
-    docker: Cli, hroot_server: Hroot, busybox: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Pushed:
-    """A one-layer image in hroot: the base of the built image and of the list."""
-    return import_image(
-        docker, busybox, tmp_path_factory.mktemp("base"), hroot_server.ref("base", "1")
-    )
-
-
-@pytest.fixture(scope="module")
-def built(
-    docker: Cli, hroot_server: Hroot, base: Pushed, tmp_path_factory: pytest.TempPathFactory
-) -> Pushed:
-    """A three-layer image, `docker build` (legacy builder) FROM the base image in hroot."""
-    context = tmp_path_factory.mktemp("context")
-    token = secrets.token_hex(8)
-    (context / "added").write_text(token)
-    (context / "Dockerfile").write_text(
-        f"FROM {base.ref}\nRUN echo built > /etc/built\nCOPY added /etc/added\n"
-    )
-    ref = hroot_server.ref("built", "1")
-    docker("build", "--pull", "-t", ref, context)
-    return Pushed(ref, push(docker, ref), token)
 
 
 def test_push_rmi_pull_run(docker: Cli, hroot: Hroot, busybox: Path, tmp_path: Path) -> None:
