@@ -151,7 +151,7 @@ def _write_settings(path: Path, overwrite: bool) -> None:
     config = _read_config(path)
     for section, values in _SETTINGS.items():
         for key, value in values.items():
-            if overwrite or not config.has(section, key):
+            if overwrite or not _has(config, section, key):
                 config.set(section, key, value)
     config.set((b"hroot",), b"format", str(FORMAT).encode())
     config.write_to_path()
@@ -181,6 +181,14 @@ def _check_dulwich_reads(path: Path) -> None:
         raise _refused(
             path, f"has a git config dulwich cannot read ({error}); write sizes in bytes"
         ) from None
+
+
+def _has(config: ConfigFile, section: tuple[bytes, ...], key: bytes) -> bool:
+    try:
+        config.get(section, key)
+    except KeyError:
+        return False
+    return True
 
 
 def _is_bare(config: ConfigFile) -> bool:

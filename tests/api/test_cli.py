@@ -103,3 +103,46 @@ def test_serve_answers_shrugs_off_tls_and_stops_on_sigterm(tmp_path: Path) -> No
     assert (tmp_path / "hroot.git" / "objects").is_dir()
     assert '"GET /v2/" 200' in log
     assert "Traceback" not in log and " ERROR " not in log, log
+
+
+def _serve(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`hroot serve` that is expected to refuse to start: it must exit by itself."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    return subprocess.run(
+        [sys.executable, "-m", "registry", "serve", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_port_in_use_leaves_no_repository_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve("--listen", f"127.0.0.1:{port}", "--data", "new.git", cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_setting_leaves_no_repository_behind(tmp_path: Path) -> None:
+    (tmp_path / "hroot.toml").write_text('log_level = "loud"\n')
+    done = _serve("--config", "hroot.toml", "--data", "new.git", cwd=tmp_path)
+    assert done.returncode == 2 and "log_level" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["hroot.toml"]
+
+
+def test_a_folder_that_is_not_a_registry_is_refused_in_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("buy milk\n")
+    done = _serve("--listen", f"127.0.0.1:{_free_port()}", "--data", folder, cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert f"{folder}: is a folder that is not empty and not a git repository" in line
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in folder.iterdir()] == ["todo.txt"]

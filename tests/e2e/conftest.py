@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -132,12 +133,12 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def hroot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hroot]:
+@contextmanager
+def serving(data: Path, log: Path) -> Iterator[Hroot]:
+    """`python -m registry serve` of the repository `data` on a free loopback port."""
     need_tool("git")
-    root = tmp_path_factory.mktemp("hroot")
     host = f"127.0.0.1:{free_port()}"
-    server = Hroot(host=host, data=root / "hroot.git", log=root / "server.log")
+    server = Hroot(host=host, data=data, log=log)
     cmd: list[str | Path] = [
         sys.executable,
         "-m",
@@ -157,6 +158,13 @@ def hroot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hroot]:
         env=env,
         cwd=REPO_ROOT,
     ):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def hroot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hroot]:
+    root = tmp_path_factory.mktemp("hroot")
+    with serving(root / "hroot.git", root / "server.log") as server:
         yield server
 
 
