@@ -1,4 +1,4 @@
-"""Repository names, tags, and their mapping to git branch names (DESIGN.md §2.1)."""
+"""Repository names, tags, and their mapping to git branch names (docs/format.md §2)."""
 
 from __future__ import annotations
 

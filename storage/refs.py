@@ -1,4 +1,4 @@
-"""Compare-and-swap of refs under git's own lock files (DESIGN.md §2.5)."""
+"""Compare-and-swap of refs under git's own lock files (docs/format.md §5)."""
 
 from __future__ import annotations
 

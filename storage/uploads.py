@@ -1,4 +1,4 @@
-"""Uploads in progress: spool files under `<gitdir>/hroot/uploads/` (DESIGN.md §2.5).
+"""Uploads in progress: spool files under `<gitdir>/hroot/uploads/` (docs/format.md §5).
 
 Not git objects yet: a crash leaves at worst an abandoned spool, never a broken ref.
 Each spool is written in the layout of a loose git object (objects.new_spool), so
