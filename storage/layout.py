@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dulwich.object_store import DiskObjectStore
@@ -59,6 +59,10 @@ class GitTree:
 
     def __getitem__(self, name: bytes) -> tuple[int, bytes]:
         return self._entries[name]
+
+    def items(self) -> Iterator[tuple[bytes, tuple[int, bytes]]]:
+        """Each entry as (name, (mode, hex id)), in no particular order."""
+        return iter(self._entries.items())
 
     def edited(self, changes: dict[bytes, tuple[int, bytes] | None]) -> GitTree:
         """A copy with entries set to (mode, id), or removed where None."""
@@ -154,6 +158,18 @@ def entry(cache: ObjectCache, tree_oid: bytes | None, *path: bytes) -> bytes | N
 
 def find_blob(cache: ObjectCache, tree_oid: bytes | None, digest: Digest) -> bytes | None:
     return entry(cache, tree_oid, b"blobs", digest.algorithm.encode(), digest.hex.encode())
+
+
+def blobs(cache: ObjectCache, tree_oid: bytes | None) -> dict[Digest, bytes]:
+    """Every blob of a layout or staging tree: its digest and its git object id."""
+    found: dict[Digest, bytes] = {}
+    root = entry(cache, tree_oid, b"blobs")
+    if root is None:
+        return found
+    for algorithm, (_, by_hex) in cache.tree(root).items():
+        for hex_name, (_, oid) in cache.tree(by_hex).items():
+            found[Digest(algorithm.decode(), hex_name.decode())] = oid
+    return found
 
 
 def read_index(cache: ObjectCache, tree_oid: bytes | None) -> Index:

@@ -18,7 +18,7 @@ from typing import BinaryIO, TypeVar, cast
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from storage import digests, layout, manifests, names, objects, refs, repository
+from storage import digests, history, layout, manifests, names, objects, refs, repository
 from storage.digests import Digest
 from storage.errors import (
     BlobUnknown,
@@ -618,6 +618,35 @@ class Store:
         Other processes are still kept apart by the compare-and-swap alone."""
         with self._ref_locks_lock:
             return self._ref_locks.setdefault(ref, threading.Lock())
+
+    # --- history (storage.history) ----------------------------------------
+    def log(self, repo: str, limit: int | None = None) -> Iterator[history.LogEntry]:
+        """repo's own history, newest first, read as it is iterated; NameUnknown if none."""
+        return history.History(self).log(repo, limit)
+
+    def image(
+        self,
+        repo: str,
+        reference: str,
+        platform: str | None = None,
+        inspect_layers: bool = True,
+    ) -> history.Image:
+        """One manifest in detail (`hroot show`); with `platform`, that child of an index."""
+        return history.History(self).image(repo, reference, platform, inspect_layers)
+
+    def diff(
+        self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
+    ) -> history.ImageDiff:
+        """How image `new` differs from `old`, each a (repository, reference)."""
+        reader = history.History(self)
+        return history.diff(
+            reader.image(*old, platform, inspect_layers=False),
+            reader.image(*new, platform, inspect_layers=False),
+        )
+
+    def usage(self) -> history.Usage:
+        """Each repository's tags, manifests and bytes, unique to it or shared."""
+        return history.History(self).usage()
 
 
 def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:

@@ -1,0 +1,683 @@
+"""What a registry's git history says about its images, for `hroot log/show/diff/ls`.
+
+Everything here only reads: commits, trees, index.json, manifests and configs, and
+for uncompressed sizes the layers themselves, streamed. So it works on a repository
+a running server writes to, and sees that server's commits once their refs move.
+Values come back as dataclasses; printing them is the command line's business.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import zstandard
+from dulwich.objects import Commit
+
+from storage import layout, objects
+from storage.digests import Digest
+from storage.errors import ManifestUnknown, Unsupported
+from storage.index import Index
+from storage.manifests import INDEX_TYPES
+
+if TYPE_CHECKING:
+    from storage.store import Store
+
+# `Base-Image: repo@digest`, or for one platform of an index `repo@digest (os/arch[/variant])`
+_BASE_IMAGE = re.compile(r"^(\S+)@(\S+)(?: \((\S+)\))?$")
+_TRAILER = re.compile(r"^([A-Za-z0-9-]+): (.*)$")
+_ACTIONS = ("push", "delete", "create")
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+# --- what the functions return ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """An image another was built FROM, as a push commit's Base-Image trailer names it."""
+
+    repository: str
+    digest: str
+    platform: str | None  # the platform of an index it is the base of, if one
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """A tag a commit added (old None), moved, or removed (new None)."""
+
+    tag: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True)
+class Child:
+    """One manifest an index lists."""
+
+    digest: str
+    media_type: str
+    platform: str | None
+    size: int | None  # its config and layers; None when the repository lacks it
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A manifest in a few words: what `hroot log` says of the image a commit names."""
+
+    digest: str
+    media_type: str
+    size: int  # config and layers; for an index, those of every child it holds
+    platforms: list[str]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One commit of a repository's own (first-parent) history."""
+
+    commit: str
+    time: datetime
+    action: str  # push, delete, create, or commit for one hroot did not write
+    summary: str  # the message's first line
+    tags: list[TagChange]
+    image: Summary | None  # the manifest its Manifest-Digest trailer names
+    bases: list[BaseImage]
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """The parts of an image config that say how the image runs."""
+
+    platform: str | None
+    created: str | None
+    entrypoint: list[str] | None
+    cmd: list[str] | None
+    env: list[str]
+    user: str | None
+    working_dir: str | None
+    exposed_ports: list[str]
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str
+    media_type: str
+    size: int
+    uncompressed_size: int | None  # None when not measured, or not stored here
+    shared_with: list[str]  # other repositories whose tip holds this layer
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """The commit that pushed a manifest."""
+
+    commit: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Image:
+    """One manifest of a repository, in detail: what `hroot show` prints."""
+
+    repository: str
+    reference: str  # as asked: a tag or a digest
+    digest: str
+    media_type: str
+    manifest_size: int
+    size: int  # config and layers; for an index, those of every child it holds
+    platforms: list[str]
+    tags: list[str]
+    config_digest: str | None
+    config: ConfigSummary | None  # None for an index, or a config that is not JSON
+    layers: list[Layer]
+    children: list[Child]  # of an index
+    pushed: Pushed | None  # None when no commit within the branch's history pushed it
+    bases: list[BaseImage]
+
+
+@dataclass(frozen=True)
+class ImageName:
+    repository: str
+    reference: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LayersDiff:
+    """By digest, in image order (removed ones in the old image's order)."""
+
+    added: list[LayerSize]
+    removed: list[LayerSize]
+    kept: list[LayerSize]
+
+
+@dataclass(frozen=True)
+class Change:
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class ListDiff:
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass(frozen=True)
+class LabelsDiff:
+    added: dict[str, str]
+    removed: dict[str, str]
+    changed: dict[str, Change]
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    changed: dict[str, Change]  # entrypoint, cmd, user, working_dir, platform: those that differ
+    env: ListDiff
+    exposed_ports: ListDiff
+    labels: LabelsDiff
+
+
+@dataclass(frozen=True)
+class SizeDiff:
+    old: int
+    new: int
+    change: int
+
+
+@dataclass(frozen=True)
+class ImageDiff:
+    """Two images compared. Each section is a field of its own, so a later one (the
+    files of the two filesystems) is one more field, not a change to these."""
+
+    old: ImageName
+    new: ImageName
+    layers: LayersDiff
+    config: ConfigDiff
+    size: SizeDiff
+
+
+@dataclass(frozen=True)
+class RepositoryUsage:
+    """A repository's tip: how many tags, manifests and blobs, and their bytes."""
+
+    repository: str
+    tags: int
+    manifests: int
+    blobs: int
+    size: int
+    unique: int  # bytes of blobs no other repository's tip holds
+    shared: int  # bytes of blobs some other repository's tip holds too
+
+
+@dataclass(frozen=True)
+class Usage:
+    repositories: list[RepositoryUsage]
+    blobs: int  # distinct blobs of every tip
+    size: int  # their bytes, each blob once: what the tips take in git at least
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A manifest as a layout holds it: its descriptor's facts and its parsed JSON."""
+
+    digest: str
+    media_type: str
+    body_size: int
+    document: dict[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        config = self.document.get("config")
+        return config if isinstance(config, dict) else None
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return _descriptors(self.document, "layers")
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        return _descriptors(self.document, "manifests")
+
+    def own_size(self) -> int:
+        """Bytes of its config and layers (0 for an index: its children hold them)."""
+        config = self.config
+        parts = ([config] if config else []) + self.layers
+        return sum(_size_of(d) for d in parts)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+class History:
+    """Reads for the `hroot` commands, through a store's caches and refs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache = store._cache
+        self._objects = store._objects
+
+    # log
+    def log(self, repo: str, limit: int | None = None) -> Iterator[LogEntry]:
+        """repo's own history, newest first, read one commit at a time (so `limit`
+        commits of a branch 10,000 long cost `limit` commits); NameUnknown if no branch."""
+        tip, _ = self._store._tip(repo, must_exist=True)
+        assert tip is not None
+        return self._entries(tip, limit)
+
+    def _entries(self, tip: bytes, limit: int | None) -> Iterator[LogEntry]:
+        for count, (oid, commit) in enumerate(self._first_parents(tip)):
+            if limit is not None and count >= limit:
+                return
+            yield self._entry(oid, commit)
+
+    def _entry(self, oid: bytes, commit: Commit) -> LogEntry:
+        parent_tree = self._objects[commit.parents[0]].tree if commit.parents else None
+        summary, trailers = _message(commit)
+        digest = next((v for k, v in trailers if k == "Manifest-Digest"), None)
+        image = None
+        if digest is not None:  # a delete names what its parent still holds
+            media_type = next((v for k, v in trailers if k == "Media-Type"), "")
+            stored = self._stored(commit.tree, digest, media_type) or self._stored(
+                parent_tree, digest, media_type
+            )
+            image = self._summary(commit.tree, stored) if stored else None
+        action = summary.split(" ", 1)[0]
+        return LogEntry(
+            commit=oid.decode(),
+            time=_time(commit),
+            action=action if action in _ACTIONS else "commit",
+            summary=summary,
+            tags=self._tag_changes(parent_tree, commit.tree),
+            image=image,
+            bases=_bases(trailers),
+        )
+
+    def _first_parents(self, tip: bytes) -> Iterator[tuple[bytes, Commit]]:
+        oid: bytes | None = tip
+        while oid is not None:
+            commit = self._objects[oid]
+            yield oid, commit
+            oid = commit.parents[0] if commit.parents else None
+
+    def _tag_changes(self, before: bytes | None, after: bytes) -> list[TagChange]:
+        if layout.entry(self._cache, before, b"index.json") == layout.entry(
+            self._cache, after, b"index.json"
+        ):
+            return []
+        old = _tag_digests(layout.read_index(self._cache, before))
+        new = _tag_digests(layout.read_index(self._cache, after))
+        return [
+            TagChange(tag, old.get(tag), new.get(tag))
+            for tag in sorted(old.keys() | new.keys())
+            if old.get(tag) != new.get(tag)
+        ]
+
+    def _summary(self, tree: bytes | None, stored: _Stored) -> Summary:
+        if stored.is_index:
+            children = self._children(tree, stored)
+            return Summary(
+                stored.digest,
+                stored.media_type,
+                sum(c.size or 0 for c in children),
+                [c.platform for c in children if c.platform],
+            )
+        platform = self._config_summary(tree, stored)
+        platforms = [platform.platform] if platform and platform.platform else []
+        return Summary(stored.digest, stored.media_type, stored.own_size(), platforms)
+
+    # show
+    def image(
+        self, repo: str, reference: str, platform: str | None = None, inspect_layers: bool = True
+    ) -> Image:
+        """The manifest `reference` (a tag or digest) names in repo, or with `platform`
+        the child of that index for it. `inspect_layers` reads every layer (uncompressed
+        sizes) and every other repository's tip (sharing); without, neither is read."""
+        manifest = self._store.get_manifest(repo, reference)
+        tip, tree = self._store._tip(repo, must_exist=True)
+        stored = _Stored(
+            manifest.digest,
+            manifest.media_type,
+            len(manifest.body),
+            _json_object(manifest.body) or {},
+        )
+        if platform is not None:
+            stored = self._child_for(tree, stored, platform)
+        config = None if stored.is_index else self._config_summary(tree, stored)
+        children = self._children(tree, stored) if stored.is_index else []
+        layers = [self._layer(repo, tree, d, inspect_layers) for d in stored.layers]
+        pushed = self._pushed(tip, stored.digest) if tip is not None else None
+        return Image(
+            repository=repo,
+            reference=reference,
+            digest=stored.digest,
+            media_type=stored.media_type,
+            manifest_size=stored.body_size,
+            size=sum(c.size or 0 for c in children) if stored.is_index else stored.own_size(),
+            platforms=(
+                [c.platform for c in children if c.platform]
+                if stored.is_index
+                else [config.platform]
+                if config and config.platform
+                else []
+            ),
+            tags=layout.read_index(self._cache, tree).tags_of(stored.digest),
+            config_digest=stored.config.get("digest") if stored.config else None,
+            config=config,
+            layers=layers,
+            children=children,
+            pushed=Pushed(pushed[0].decode(), _time(pushed[1])) if pushed else None,
+            bases=_bases(_message(pushed[1])[1]) if pushed else [],
+        )
+
+    def _child_for(self, tree: bytes | None, stored: _Stored, platform: str) -> _Stored:
+        """The child of index `stored` for `platform`; an image must be of that platform."""
+        if stored.is_index:
+            children = self._children(tree, stored)
+            offered = [c.platform or "unknown" for c in children]
+        else:
+            config = self._config_summary(tree, stored)
+            offered = [config.platform if config and config.platform else "unknown"]
+            if offered == [platform]:
+                return stored
+            children = []
+        for child in children:
+            found = self._stored(tree, child.digest, child.media_type)
+            if child.platform == platform and found is not None:
+                return found
+        raise ManifestUnknown(
+            message=f"{stored.digest} has no image for {platform}: it has {', '.join(offered)}"
+        )
+
+    def _layer(
+        self, repo: str, tree: bytes | None, descriptor: dict[str, Any], inspect: bool
+    ) -> Layer:
+        digest = str(descriptor.get("digest"))
+        oid = layout.find_blob(self._cache, tree, _digest(digest)) if _digest(digest) else None
+        return Layer(
+            digest=digest,
+            media_type=str(descriptor.get("mediaType")),
+            size=_size_of(descriptor),
+            uncompressed_size=self._uncompressed_size(oid) if inspect and oid else None,
+            shared_with=self._holders(repo, digest) if inspect else [],
+        )
+
+    def _holders(self, repo: str, digest: str) -> list[str]:
+        """The other repositories whose tip tree holds blob `digest`."""
+        parsed = _digest(digest)
+        if parsed is None:
+            return []
+        return [
+            name
+            for name in self._store.repositories()
+            if name != repo
+            and layout.find_blob(self._cache, self._store._tip(name)[1], parsed) is not None
+        ]
+
+    def _uncompressed_size(self, oid: bytes) -> int | None:
+        """Bytes of a layer once gzip or zstd is undone (a plain tar's own size),
+        counted as it streams: memory stays flat however big the layer. None if it
+        does not decompress."""
+        with objects.open_blob(self._objects, oid.decode()) as peek:
+            magic = bytes(peek.read(4))
+            size = peek.size
+        if not (magic.startswith(_GZIP_MAGIC) or magic == _ZSTD_MAGIC):
+            return size
+        with objects.open_blob(self._objects, oid.decode()) as blob:
+            try:
+                if magic == _ZSTD_MAGIC:
+                    reader: Any = zstandard.ZstdDecompressor().stream_reader(
+                        blob, read_across_frames=True, closefd=False
+                    )
+                else:
+                    reader = gzip.GzipFile(fileobj=blob, mode="rb")
+                total = 0
+                while chunk := reader.read(objects.CHUNK):
+                    total += len(chunk)
+                return total
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError):
+                return None
+
+    def _pushed(self, tip: bytes, digest: str) -> tuple[bytes, Commit] | None:
+        """The newest commit of the branch that pushed `digest`."""
+        trailer = f"\nManifest-Digest: {digest}\n".encode()
+        for oid, commit in self._first_parents(tip):
+            if commit.message.startswith(b"push ") and trailer in commit.message:
+                return oid, commit
+        return None
+
+    # ls
+    def usage(self) -> Usage:
+        """Every repository's tip: its counts and bytes, unique and shared."""
+        tips: dict[str, bytes | None] = {
+            name: self._store._tip(name)[1] for name in self._store.repositories()
+        }
+        held: dict[str, dict[Digest, bytes]] = {
+            name: layout.blobs(self._cache, tree) for name, tree in tips.items()
+        }
+        holders: dict[Digest, int] = {}
+        for blobs in held.values():
+            for digest in blobs:
+                holders[digest] = holders.get(digest, 0) + 1
+        sizes: dict[Digest, int] = {}
+        found = []
+        for name, tree in tips.items():
+            index = layout.read_index(self._cache, tree)
+            for digest, oid in held[name].items():
+                sizes[digest] = self._store._size(oid)
+            total = sum(sizes[d] for d in held[name])
+            unique = sum(sizes[d] for d in held[name] if holders[d] == 1)
+            found.append(
+                RepositoryUsage(
+                    name,
+                    len(index.tags()),
+                    len(index.manifests()),
+                    len(held[name]),
+                    total,
+                    unique,
+                    total - unique,
+                )
+            )
+        return Usage(found, len(sizes), sum(sizes.values()))
+
+    # reading manifests and configs
+    def _stored(self, tree: bytes | None, digest: str, media_type: str = "") -> _Stored | None:
+        """Manifest `digest` if the layout holds it (`media_type`: what a descriptor of it
+        says, for a manifest that does not say it itself)."""
+        parsed = _digest(digest)
+        oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
+        body = self._cache.raw(oid) if oid else b""
+        document = _json_object(body)
+        if document is None:
+            return None
+        return _Stored(digest, str(document.get("mediaType") or media_type), len(body), document)
+
+    def _children(self, tree: bytes | None, index: _Stored) -> list[Child]:
+        children = []
+        for descriptor in index.children:
+            digest = str(descriptor.get("digest"))
+            stored = self._stored(tree, digest, str(descriptor.get("mediaType")))
+            children.append(
+                Child(
+                    digest=digest,
+                    media_type=str(descriptor.get("mediaType")),
+                    platform=_platform(descriptor.get("platform")),
+                    size=stored.own_size() if stored else None,
+                )
+            )
+        return children
+
+    def _config_summary(self, tree: bytes | None, image: _Stored) -> ConfigSummary | None:
+        config = image.config
+        parsed = _digest(str(config.get("digest"))) if config else None
+        oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
+        document = _json_object(self._cache.raw(oid)) if oid else None
+        if document is None:
+            return None
+        run = document.get("config") if isinstance(document.get("config"), dict) else {}
+        return ConfigSummary(
+            platform=_platform(document),
+            created=_text(document.get("created")),
+            entrypoint=_strings(run.get("Entrypoint")),
+            cmd=_strings(run.get("Cmd")),
+            env=_strings(run.get("Env")) or [],
+            user=_text(run.get("User")) or None,
+            working_dir=_text(run.get("WorkingDir")) or None,
+            exposed_ports=sorted(run.get("ExposedPorts") or {}),
+            labels={str(k): str(v) for k, v in (run.get("Labels") or {}).items()},
+        )
+
+
+# --- comparing ------------------------------------------------------------------------------
+
+
+def diff(old: Image, new: Image) -> ImageDiff:
+    """How image `new` differs from `old`: layers, config, size."""
+    for image in (old, new):
+        if image.children:
+            raise Unsupported(
+                message=f"{image.repository}@{image.digest} is a multi-platform index: "
+                f"choose one of its platforms ({', '.join(image.platforms)})"
+            )
+    old_digests = {layer.digest for layer in old.layers}
+    new_digests = {layer.digest for layer in new.layers}
+    return ImageDiff(
+        old=ImageName(old.repository, old.reference, old.digest),
+        new=ImageName(new.repository, new.reference, new.digest),
+        layers=LayersDiff(
+            added=_layer_sizes(new.layers, lambda d: d not in old_digests),
+            removed=_layer_sizes(old.layers, lambda d: d not in new_digests),
+            kept=_layer_sizes(new.layers, lambda d: d in old_digests),
+        ),
+        config=_config_diff(old.config or _NO_CONFIG, new.config or _NO_CONFIG),
+        size=SizeDiff(old.size, new.size, new.size - old.size),
+    )
+
+
+_NO_CONFIG = ConfigSummary(None, None, None, None, [], None, None, [], {})
+_SCALARS = ("entrypoint", "cmd", "user", "working_dir", "platform")
+
+
+def _config_diff(old: ConfigSummary, new: ConfigSummary) -> ConfigDiff:
+    changed = {
+        name: Change(getattr(old, name), getattr(new, name))
+        for name in _SCALARS
+        if getattr(old, name) != getattr(new, name)
+    }
+    return ConfigDiff(
+        changed=changed,
+        env=_list_diff(old.env, new.env),
+        exposed_ports=_list_diff(old.exposed_ports, new.exposed_ports),
+        labels=LabelsDiff(
+            added={k: v for k, v in new.labels.items() if k not in old.labels},
+            removed={k: v for k, v in old.labels.items() if k not in new.labels},
+            changed={
+                k: Change(old.labels[k], v)
+                for k, v in new.labels.items()
+                if k in old.labels and old.labels[k] != v
+            },
+        ),
+    )
+
+
+def _list_diff(old: list[str], new: list[str]) -> ListDiff:
+    return ListDiff([x for x in new if x not in old], [x for x in old if x not in new])
+
+
+def _layer_sizes(layers: list[Layer], keep: Any) -> list[LayerSize]:
+    """The layers whose digest `keep` accepts, each digest once, in order."""
+    seen: dict[str, LayerSize] = {}
+    for layer in layers:
+        if keep(layer.digest):
+            seen.setdefault(layer.digest, LayerSize(layer.digest, layer.size))
+    return list(seen.values())
+
+
+# --- small readers --------------------------------------------------------------------------
+
+
+def _message(commit: Commit) -> tuple[str, list[tuple[str, str]]]:
+    """A commit message's first line and its trailers (`Key: value` lines after it)."""
+    lines = commit.message.decode(errors="replace").splitlines()
+    trailers = [
+        (match.group(1), match.group(2))
+        for line in lines[1:]
+        if (match := _TRAILER.match(line)) is not None
+    ]
+    return (lines[0] if lines else ""), trailers
+
+
+def _bases(trailers: list[tuple[str, str]]) -> list[BaseImage]:
+    found = []
+    for key, value in trailers:
+        match = _BASE_IMAGE.match(value) if key == "Base-Image" else None
+        if match is not None:
+            found.append(BaseImage(match.group(1), match.group(2), match.group(3)))
+    return found
+
+
+def _time(commit: Commit) -> datetime:
+    return datetime.fromtimestamp(commit.commit_time, UTC)
+
+
+def _tag_digests(index: Index) -> dict[str, str]:
+    return {tag: found["digest"] for tag in index.tags() if (found := index.find(tag))}
+
+
+def _platform(value: Any) -> str | None:
+    """`os/architecture[/variant]` of an image config or a descriptor's `platform`."""
+    if not isinstance(value, dict) or not (value.get("os") or value.get("architecture")):
+        return None
+    parts = [value.get("os") or "?", value.get("architecture") or "?"]
+    if value.get("variant"):
+        parts.append(value["variant"])
+    return "/".join(map(str, parts))
+
+
+def _digest(text: str) -> Digest | None:
+    algorithm, _, hex_ = text.partition(":")
+    return Digest(algorithm, hex_) if algorithm and hex_ else None
+
+
+def _size_of(descriptor: dict[str, Any]) -> int:
+    size = descriptor.get("size")
+    return size if isinstance(size, int) else 0
+
+
+def _descriptors(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = document.get(key)
+    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _strings(value: Any) -> list[str] | None:
+    return [str(v) for v in value] if isinstance(value, list) else None
