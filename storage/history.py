@@ -351,7 +351,11 @@ class History:
         """The manifest `reference` (a tag or digest) names in repo, or with `platform`
         the child of that index for it. `inspect_layers` reads every layer (uncompressed
         sizes) and every other repository's tip (sharing); without, neither is read."""
-        manifest = self._store.get_manifest(repo, reference)
+        try:
+            manifest = self._store.get_manifest(repo, reference)
+        except ManifestUnknown:
+            sep = "@" if ":" in reference else ":"
+            raise ManifestUnknown(f"{repo}{sep}{reference}") from None
         tip, tree = self._store._tip(repo, must_exist=True)
         stored = _Stored(
             manifest.digest,
