@@ -6,7 +6,9 @@ import io
 import json
 import os
 import subprocess
+import tarfile
 from dataclasses import dataclass
+from typing import Any
 
 from storage import Store, digests
 from tests.documents import image_manifest
@@ -64,3 +66,36 @@ def push_image(
     image = Image(repo, config, blobs, manifest)
     store.put_manifest(repo, tag or image.digest, manifest)
     return image
+
+
+def image_config(platform: str = "linux/amd64", **run: Any) -> dict[str, Any]:
+    """An image config: `platform` as os/arch[/variant], `run` its `config` (Cmd=, Env=…)."""
+    os_, arch, *variant = platform.split("/")
+    document: dict[str, Any] = {"os": os_, "architecture": arch, "config": run}
+    if variant:
+        document["variant"] = variant[0]
+    return document
+
+
+def push_layers(
+    store: Store, repo: str, tag: str | None, config: dict[str, Any], layers: list[bytes]
+) -> str:
+    """Upload a config and these layers, then their manifest under `tag` (None: by digest);
+    the manifest's digest."""
+    config_bytes = json.dumps(config).encode()
+    for blob in [config_bytes, *layers]:
+        put(store, repo, blob)
+    manifest = image_manifest(config_bytes, layers)
+    store.put_manifest(repo, tag or str(digests.of(manifest)), manifest)
+    return str(digests.of(manifest))
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    """A tar archive of these files: what a layer holds before compression."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

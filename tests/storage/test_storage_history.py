@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
-import tarfile
 from itertools import islice
-from typing import Any
 
 import pytest
 import zstandard
 
 from storage import Store
 from storage.errors import ManifestUnknown, NameInvalid, NameUnknown, Unsupported
-from tests.documents import OCI_MANIFEST, digest_of, image_manifest
-from tests.storage.images import git, push_image, put
-
-
-def config_of(platform: str = "linux/amd64", **run: Any) -> dict[str, Any]:
-    """An image config: `platform` as os/arch[/variant], `run` as its `config` fields."""
-    os_, arch, *variant = platform.split("/")
-    document: dict[str, Any] = {"os": os_, "architecture": arch, "config": run}
-    if variant:
-        document["variant"] = variant[0]
-    return document
-
-
-def push(
-    store: Store, repo: str, tag: str | None, config: dict[str, Any], layers: list[bytes]
-) -> str:
-    """Upload a config and layers, then their manifest under `tag` (None: by digest)."""
-    config_bytes = json.dumps(config).encode()
-    for blob in [config_bytes, *layers]:
-        put(store, repo, blob)
-    manifest = image_manifest(config_bytes, layers)
-    store.put_manifest(repo, tag or digest_of(manifest), manifest)
-    return digest_of(manifest)
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+from tests.documents import OCI_MANIFEST, digest_of
+from tests.storage.images import git, image_config, push_image, push_layers, tar_of
 
 
 def first_parents(store: Store, repo: str) -> list[str]:
@@ -56,9 +22,9 @@ def first_parents(store: Store, repo: str) -> list[str]:
 
 def test_log_shows_tag_moves_deletes_and_base_images(store: Store) -> None:
     shared = os.urandom(500)
-    base = push(store, "base", "1", config_of(), [shared])
-    first = push(store, "app", "v1", config_of(), [shared, os.urandom(300)])
-    second = push(store, "app", "v1", config_of(), [shared, os.urandom(700)])
+    base = push_layers(store, "base", "1", image_config(), [shared])
+    first = push_layers(store, "app", "v1", image_config(), [shared, os.urandom(300)])
+    second = push_layers(store, "app", "v1", image_config(), [shared, os.urandom(700)])
     store.delete_tag("app", "v1")
     store.delete_manifest("app", first)
 
@@ -82,7 +48,7 @@ def test_log_shows_tag_moves_deletes_and_base_images(store: Store) -> None:
     assert deleted_manifest.image is not None and deleted_manifest.image.digest == first
     assert moved.image is not None
     assert moved.image.platforms == ["linux/amd64"]
-    assert moved.image.size == len(json.dumps(config_of())) + 500 + 700
+    assert moved.image.size == len(json.dumps(image_config())) + 500 + 700
     for pushed in (moved, added):
         assert [(b.repository, b.digest, b.platform) for b in pushed.bases] == [
             ("base", base, None)
@@ -129,8 +95,8 @@ def test_show_summarises_config_and_measures_layers(store: Store) -> None:
     tar = tar_of({"etc/hello": b"hello " * 5000, "bin/tool": os.urandom(20000)})
     gzipped = gzip.compress(tar)
     zstd = zstandard.ZstdCompressor().compress(tar_of({"usr/data": b"z" * 100_000}))
-    base = push(store, "base", "1", config_of(), [tar])
-    config = config_of(
+    base = push_layers(store, "base", "1", image_config(), [tar])
+    config = image_config(
         "linux/arm64/v8",
         Entrypoint=["/bin/tool"],
         Cmd=["--serve"],
@@ -141,7 +107,7 @@ def test_show_summarises_config_and_measures_layers(store: Store) -> None:
         Labels={"team": "core"},
     )
     config["created"] = "2026-01-02T03:04:05Z"
-    digest = push(store, "app", "v1", config, [tar, gzipped, zstd])
+    digest = push_layers(store, "app", "v1", config, [tar, gzipped, zstd])
 
     image = store.image("app", "v1")
 
@@ -171,7 +137,7 @@ def test_show_summarises_config_and_measures_layers(store: Store) -> None:
 
 def test_show_index_lists_platforms_and_picks_one(store: Store) -> None:
     children = {
-        platform: push(store, "multi", None, config_of(platform), [os.urandom(size)])
+        platform: push_layers(store, "multi", None, image_config(platform), [os.urandom(size)])
         for platform, size in (("linux/amd64", 100), ("linux/arm64/v8", 200))
     }
     bodies = {}
@@ -203,7 +169,7 @@ def test_show_index_lists_platforms_and_picks_one(store: Store) -> None:
     assert [(c.platform, c.digest) for c in shown.children] == list(children.items())
     sizes = [c.size for c in shown.children]
     assert sizes == [
-        len(json.dumps(config_of(p))) + s
+        len(json.dumps(image_config(p))) + s
         for p, s in (("linux/amd64", 100), ("linux/arm64/v8", 200))
     ]
     assert shown.size == sum(sizes) and shown.layers == [] and shown.config is None
@@ -228,22 +194,22 @@ def test_show_unknown_tag_digest_or_repository(store: Store) -> None:
 
 def test_diff_lists_layers_and_config_changes(store: Store) -> None:
     kept, gone, new_one, new_two = (os.urandom(n) for n in (400, 300, 200, 100))
-    old_config = config_of(
+    old_config = image_config(
         Cmd=["sh"],
         Env=["PATH=/bin", "OLD=1"],
         User="root",
         ExposedPorts={"80/tcp": {}},
         Labels={"same": "1", "moved": "a", "dropped": "x"},
     )
-    new_config = config_of(
+    new_config = image_config(
         Cmd=["/bin/app", "--fast"],
         Env=["PATH=/bin", "NEW=2"],
         User="root",
         ExposedPorts={"443/tcp": {}},
         Labels={"same": "1", "moved": "b", "fresh": "y"},
     )
-    push(store, "app", "old", old_config, [kept, gone])
-    push(store, "other", "new", new_config, [kept, new_one, new_two])
+    push_layers(store, "app", "old", old_config, [kept, gone])
+    push_layers(store, "other", "new", new_config, [kept, new_one, new_two])
 
     found = store.diff(("app", "old"), ("other", "new"))
 
@@ -274,10 +240,10 @@ def test_diff_lists_layers_and_config_changes(store: Store) -> None:
 
 def test_usage_counts_unique_and_shared_bytes_as_git_does(store: Store) -> None:
     shared = os.urandom(5000)
-    push(store, "base", "1", config_of(), [shared])
-    push(store, "app", "v1", config_of(User="a"), [shared, os.urandom(3000)])
-    push(store, "app", "v2", config_of(User="b"), [shared, os.urandom(1000)])
-    push(store, "lone", "1", config_of(User="c"), [os.urandom(2000)])
+    push_layers(store, "base", "1", image_config(), [shared])
+    push_layers(store, "app", "v1", image_config(User="a"), [shared, os.urandom(3000)])
+    push_layers(store, "app", "v2", image_config(User="b"), [shared, os.urandom(1000)])
+    push_layers(store, "lone", "1", image_config(User="c"), [os.urandom(2000)])
 
     usage = store.usage()
 
