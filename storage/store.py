@@ -349,6 +349,21 @@ class Store:
             "manifests": [found[k] for k in sorted(found)],
         }
 
+    def put_blobs(self, repo: str, blobs: Iterator[tuple[str, BinaryIO, int]]) -> None:
+        """Write whole blobs of known size (digest, stream, size), then stage them together.
+
+        An import is all or nothing: a blob that does not match its digest raises before
+        any of them is staged, so a bad archive moves no ref. The streams are read one at
+        a time as `blobs` yields them, each in one pass like put_blob's.
+        """
+        names.check_name(repo)
+        written: dict[Digest, bytes] = {}
+        for digest, stream, size in blobs:
+            parsed = digests.parse(digest)
+            oid = objects.write_blob(self.path / "objects", stream.read, size, parsed)
+            written[parsed] = oid.encode()
+        self._stage(repo, written)
+
     # --- internals --------------------------------------------------------
     def _tip(self, repo: str, must_exist: bool = False) -> tuple[bytes | None, bytes | None]:
         """The branch's tip commit and its tree, read from the ref now (never cached)."""
