@@ -22,13 +22,14 @@ import posixpath
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, cast
 
 from storage import digests, manifests, names, objects
 from storage.digests import Digest
 from storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, StoreError
-from storage.manifests import ParsedManifest
+from storage.manifests import ParsedManifest, Reference
 from storage.repository import describe
 from storage.store import Store
 from storage.types import BlobReader
@@ -168,70 +169,67 @@ def _streams(
 
 def _read_layout(source: _Source) -> list[_Entry]:
     """The images index.json lists, one entry per manifest, with each of its names."""
-    index = _read_json(source, "index.json", dict)
-    listed = index.get("manifests")
-    if not isinstance(listed, list):
-        raise ArchiveError(message="index.json: `manifests` is not a list")
+    body = _read_small(source, "index.json", JSON_LIMIT, "index.json")
+    index = _parse(_Document("index.json", manifests.OCI_INDEX, body))
+    listed = json.loads(body)["manifests"]  # each a descriptor, as parse checked
+
+    read = partial(_read_manifest, source)
+
+    def blob_size(blob: Reference, of: _Document) -> int | None:
+        path = _blob_path(blob.digest)
+        size = source.size(path)
+        if size is None and blob.digest == manifests.EMPTY_CONFIG_DIGEST:
+            return None  # the store supplies the empty config, as it does for a push
+        _check_size(path, size, blob.size, f"blob {blob.digest} of {of.digest}")
+        return size
+
     entries: dict[str, _Entry] = {}
-    for n, descriptor in enumerate(listed):
-        where = f"index.json manifests[{n}]"
-        if not isinstance(descriptor, dict):
-            raise ArchiveError(message=f"{where} is not a descriptor")
-        document = _read_manifest(source, descriptor, where)
-        entry = entries.get(document.digest)
+    for child, descriptor in zip(index.children, listed, strict=True):
+        entry = entries.get(str(child.digest))
         if entry is None:
-            entry = entries[document.digest] = _Entry([])
-            _gather(source, entry, document, where)
-        annotations = descriptor.get("annotations") or {}
+            entry = entries[str(child.digest)] = _Entry([])
+            _gather(entry, read(child), read, blob_size)
+        annotations = descriptor.get("annotations")
         ref = _layout_ref(annotations if isinstance(annotations, dict) else {})
         if ref != (None, None):
             entry.refs.append(ref)
     return list(entries.values())
 
 
-def _gather(source: _Source, entry: _Entry, document: _Document, where: str) -> None:
-    """Add a manifest, after its children and with its blobs, to entry; check every blob."""
-    parsed = _parse(document, where)
+def _gather(
+    entry: _Entry,
+    document: _Document,
+    read: Callable[[Reference], _Document],
+    blob_size: Callable[[Reference, _Document], int | None],
+) -> None:
+    """Add a manifest to entry after its children (the order a push takes), with the
+    blobs it needs: `blob_size` says how big each is, or None for one to leave out."""
+    parsed = _parse(document)
     for child in parsed.children:
-        descriptor = {
-            "digest": str(child.digest),
-            "size": child.size,
-            "mediaType": child.media_type,
-        }
-        _gather(
-            source, entry, _read_manifest(source, descriptor, f"{where} > {child.digest}"), where
-        )
+        _gather(entry, read(child), read, blob_size)
     for blob in parsed.blobs:
-        path = _blob_path(blob.digest)
-        size = source.size(path)
-        if size is None and blob.digest == manifests.EMPTY_CONFIG_DIGEST:
-            continue  # the store supplies the empty config, as it does for a push
-        _check_size(path, size, blob.size, f"blob {blob.digest} of {document.digest}")
-        entry.blobs[str(blob.digest)] = (path, blob.size)
+        size = blob_size(blob, document)
+        if size is not None:
+            entry.blobs[str(blob.digest)] = (_blob_path(blob.digest), size)
     if all(d.digest != document.digest for d in entry.manifests):
         entry.manifests.append(document)
 
 
-def _read_manifest(source: _Source, descriptor: dict[str, Any], where: str) -> _Document:
+def _read_manifest(source: _Source, descriptor: Reference) -> _Document:
     """A descriptor's manifest from blobs/, checked against its digest and size."""
-    try:
-        digest = digests.parse(descriptor.get("digest"))  # type: ignore[arg-type]
-    except StoreError:
-        raise ArchiveError(message=f"{where}: not a valid digest") from None
-    media_type = descriptor.get("mediaType")
-    path = _blob_path(digest)
+    digest, path = descriptor.digest, _blob_path(descriptor.digest)
     body = _read_small(source, path, manifests.MAX_MANIFEST_SIZE, f"manifest {digest}")
     if digests.of(body, digest.algorithm) != digest:
         raise ArchiveError(message=f"{path} does not match its digest {digest}")
-    _check_size(path, len(body), descriptor.get("size"), f"manifest {digest}")
-    return _Document(str(digest), media_type if isinstance(media_type, str) else "", body)
+    _check_size(path, len(body), descriptor.size, f"manifest {digest}")
+    return _Document(str(digest), descriptor.media_type, body)
 
 
-def _parse(document: _Document, where: str) -> ParsedManifest:
+def _parse(document: _Document) -> ParsedManifest:
     try:
-        return manifests.parse(document.body, document.media_type or None)
+        return manifests.parse(document.body, document.media_type, max_size=len(document.body))
     except StoreError as e:
-        raise ArchiveError(message=f"{where}: manifest {document.digest}: {describe(e)}") from None
+        raise ArchiveError(message=f"{document.digest}: {describe(e)}") from None
 
 
 def _layout_ref(annotations: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -381,8 +379,13 @@ def export_image(
     root = _Document(manifest.digest, manifest.media_type, manifest.body)
     if format == "docker-archive" or platform is not None:
         root = _for_platform(store, name, root, platform or machine_platform())
+
+    def read(child: Reference) -> _Document:
+        stored = store.get_manifest(name, str(child.digest))
+        return _Document(stored.digest, stored.media_type, stored.body)
+
     tree = _Entry([])
-    _gather_stored(store, name, tree, root)
+    _gather(tree, root, read, lambda blob, _: blob.size)
     meter = _Meter(progress, tree.blob_bytes())
     with tarfile.open(
         fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=objects.CHUNK
@@ -427,18 +430,6 @@ def _platform(value: Any) -> str | None:
     return "/".join(map(str, parts))
 
 
-def _gather_stored(store: Store, name: str, entry: _Entry, document: _Document) -> None:
-    """Add a stored manifest, after its children and with its blobs, to entry."""
-    parsed = manifests.parse(document.body, document.media_type, max_size=len(document.body))
-    for child in parsed.children:
-        stored = store.get_manifest(name, str(child.digest))
-        _gather_stored(store, name, entry, _Document(stored.digest, stored.media_type, stored.body))
-    for blob in parsed.blobs:
-        entry.blobs[str(blob.digest)] = (_blob_path(blob.digest), blob.size)
-    if all(d.digest != document.digest for d in entry.manifests):
-        entry.manifests.append(document)
-
-
 def _write_oci(
     tar: tarfile.TarFile, store: Store, name: str, tag: str, tree: _Entry, meter: _Meter
 ) -> None:
@@ -464,8 +455,7 @@ def _write_docker(
     tar: tarfile.TarFile, store: Store, name: str, tag: str, tree: _Entry, meter: _Meter
 ) -> None:
     """What `docker load` reads: manifest.json naming the config and the layers, in order."""
-    root = tree.root
-    parsed = manifests.parse(root.body, root.media_type, max_size=len(root.body))
+    parsed = _parse(tree.root)
     config = parsed.blobs[0] if parsed.media_type in manifests.IMAGE_TYPES else None
     if config is None or config.media_type not in _IMAGE_CONFIGS:
         raise ArchiveError(message=f"{name}:{tag} is not a container image: docker cannot load it")
@@ -626,7 +616,7 @@ def _blob_path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def _check_size(path: str, size: int | None, expected: object, what: str) -> None:
+def _check_size(path: str, size: int | None, expected: int, what: str) -> None:
     if size is None:
         raise ArchiveError(message=f"{what} is missing ({path})")
     if size != expected:
