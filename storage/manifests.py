@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 EMPTY_CONFIG = b"{}"
 EMPTY_CONFIG_DIGEST = digests.of(EMPTY_CONFIG)
 
+_PLATFORM_PART = re.compile(r"[^\s/()]+")
+
 _NON_DISTRIBUTABLE = (
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.foreign.diff.tar",
@@ -38,6 +41,7 @@ class Reference:
     digest: Digest
     size: int
     media_type: str
+    platform: str | None = None  # os/arch[/variant] of an index's entry, if it says
 
 
 @dataclass
@@ -133,7 +137,20 @@ def _descriptor(item: Any, where: str) -> Reference:
         digest = digests.parse(item.get("digest"))
     except Exception:
         raise ManifestInvalid(f"{where}.digest is not a valid digest") from None
-    return Reference(digest, size, media_type)
+    return Reference(digest, size, media_type, _platform(item.get("platform")))
+
+
+def _platform(value: Any) -> str | None:
+    """`os/arch[/variant]`, as lineage trailers name a platform; None for a platform that
+    is missing or not words (the spec's own values never have spaces or parentheses)."""
+    if not isinstance(value, dict):
+        return None
+    parts = [value.get("os"), value.get("architecture")]
+    if value.get("variant"):
+        parts.append(value["variant"])
+    if not all(isinstance(part, str) and _PLATFORM_PART.fullmatch(part) for part in parts):
+        return None
+    return "/".join(parts)  # type: ignore[arg-type]
 
 
 def _optional_str(document: dict[str, Any], key: str) -> str | None:
