@@ -18,7 +18,17 @@ from typing import BinaryIO, TypeVar, cast
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from storage import digests, history, layout, manifests, names, objects, refs, repository
+from storage import (
+    digests,
+    history,
+    layout,
+    lineage,
+    manifests,
+    names,
+    objects,
+    refs,
+    repository,
+)
 from storage.digests import Digest
 from storage.errors import (
     BlobUnknown,
@@ -40,16 +50,6 @@ __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
 AUTHOR = b"hroot <hroot@localhost>"
-
-_LINEAGE_SEARCH_DEPTH = 1000
-
-
-@dataclass(frozen=True)
-class _Base:
-    """The image a pushed one was built on: `repo@digest`, and the commit that pushed it."""
-
-    name: str
-    commit: bytes
 
 
 @dataclass
@@ -78,7 +78,8 @@ class _Change:
     tree: bytes
     summary: str
     trailers: list[tuple[str, str]] = field(default_factory=list)
-    lineage: bytes | None = None  # second parent: the commit that pushed the base image
+    lineage: list[bytes] = field(default_factory=list)  # further parents: base image pushes
+    edit: lineage.Edit | None = None  # the manifest it pushes or removes, for the lineage index
 
 
 # what a branch update does on the tip (and its tree), writing its objects into the batch
@@ -110,6 +111,9 @@ class Store:
         self._queues: dict[bytes, list[_Queued]] = {}  # by ref: updates waiting
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
         self._maintenance = Maintenance(self.path, gc_every)
+        self._lineage = lineage.Lineage(
+            self.path, self._refs, self._objects, self._tree_of, self._stored_manifests
+        )
 
     @classmethod
     def open(cls, path: str | Path, create: bool = True, gc_every: int = GC_EVERY) -> Store:
@@ -121,6 +125,7 @@ class Store:
         return cls(repository.open_repo(Path(path), create), gc_every)
 
     def close(self) -> None:
+        self._lineage.close()
         self._repo.close()
 
     # --- listings ---------------------------------------------------------
@@ -188,6 +193,7 @@ class Store:
                 self._trees(batch).layout(tree, index, remove=[parsed]),
                 f"delete blob {repo}@{parsed}",
                 [("Blob-Digest", str(parsed))],
+                edit=lineage.Edit(str(parsed), None),  # a manifest without its blob is no base
             )
 
         self._commit(repo, change)
@@ -244,7 +250,7 @@ class Store:
             "size": len(body),
         }
         taken: dict[Digest, bytes] = {}
-        base = self._base_image(parsed.layers)
+        bases = self._lineage.bases(names.branch_ref(repo), self._images(repo, parsed))
 
         def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
             taken.clear()
@@ -260,10 +266,10 @@ class Store:
             trailers = [("Manifest-Digest", str(digest)), ("Media-Type", parsed.media_type)]
             if tag:
                 trailers.insert(1, ("Tag", tag))
-            if base is not None:
-                trailers.append(("Base-Image", base.name))
+            trailers += [base.trailer() for base in bases]
             summary = f"push {where} {digest}" if tag else f"push {where}"
-            return _Change(new_tree, summary, trailers, base.commit if base else None)
+            edit = lineage.Edit(str(digest), parsed.layers)
+            return _Change(new_tree, summary, trailers, lineage.parents(bases), edit)
 
         self._commit(repo, change)
         self._unstage(repo, set(taken))
@@ -301,6 +307,7 @@ class Store:
                 self._trees(batch).layout(tree, left, remove=[parsed]),
                 f"delete manifest {repo}@{parsed}",
                 [("Manifest-Digest", str(parsed))] + [("Tag", t) for t in gone],
+                edit=lineage.Edit(str(parsed), None),
             )
 
         self._commit(repo, change, must_exist=True)
@@ -372,7 +379,10 @@ class Store:
             if must_exist:
                 raise NameUnknown(repo)
             return None, None
-        return commit, self._cache.get("commit", commit, lambda: self._objects[commit].tree, _one)
+        return commit, self._tree_of(commit)
+
+    def _tree_of(self, commit: bytes) -> bytes:
+        return self._cache.get("commit", commit, lambda: self._objects[commit].tree, _one)
 
     def _staged(self, repo: str) -> bytes | None:
         return refs.read(self._refs, names.staging_ref(repo))
@@ -408,29 +418,6 @@ class Store:
 
         return self._cache.get("manifest", oid, load, _one)
 
-    def _base_image(self, layers: list[Digest]) -> _Base | None:
-        """The image whose layers are the longest proper prefix of `layers`, in any repository.
-
-        Its push commit becomes the new commit's second parent, so `git log --graph
-        --all` draws which image was built from which (as dex did).
-        """
-        if len(layers) < 2:
-            return None
-        best: tuple[str, bytes, str] | None = None  # (repository, its tip, manifest digest)
-        best_length = 0
-        for name in self.repositories():
-            tip, tree = self._tip(name)
-            if tip is None:  # deleted since it was listed
-                continue
-            for d, info in self._stored_manifests(tree):
-                length = len(info.layers)
-                if best_length < length < len(layers) and info.layers == layers[:length]:
-                    best_length, best = length, (name, tip, d["digest"])
-        if best is None:
-            return None
-        name, tip, digest = best
-        return _Base(f"{name}@{digest}", self._pushed_by(tip, digest))
-
     def _stored_manifests(self, tree: bytes | None) -> Iterator[tuple[Descriptor, ParsedManifest]]:
         """Each manifest of a layout (once, whatever its tags), with what it says."""
         for d in layout.read_index(self._cache, tree).manifests():
@@ -439,22 +426,19 @@ class Store:
             if info is not None:
                 yield d, info
 
-    def _pushed_by(self, tip: bytes, digest: str) -> bytes:
-        """The newest commit from `tip` back (first parents) that pushed `digest`."""
-
-        def load() -> bytes:
-            trailer = f"\nManifest-Digest: {digest}\n".encode()
-            commit = tip
-            for _ in range(_LINEAGE_SEARCH_DEPTH):
-                parsed = self._objects[commit]
-                if parsed.message.startswith(b"push ") and trailer in parsed.message:
-                    return commit
-                if not parsed.parents:
-                    break
-                commit = parsed.parents[0]
-            return tip
-
-        return self._cache.get(f"pushed-by {digest}", tip, load, _one)
+    def _images(self, repo: str, parsed: ParsedManifest) -> list[lineage.Image]:
+        """What a push's bases are looked up for: the image itself, or each platform's
+        image of an index (already stored in `repo`, or the push is refused)."""
+        if not parsed.children:
+            return [(None, parsed.layers)]
+        _, tree = self._tip(repo)
+        found: list[lineage.Image] = []
+        for child in parsed.children:
+            oid = layout.find_blob(self._cache, tree, child.digest)
+            info = self._parsed(oid) if oid is not None else None
+            if info is not None:
+                found.append((child.platform or lineage.UNKNOWN_PLATFORM, info.layers))
+        return found
 
     def _referenced_blobs(
         self, repo: str, tree: bytes | None, parsed: ParsedManifest, batch: ObjectBatch
@@ -506,22 +490,26 @@ class Store:
     def _commit_all(self, repo: str, ref: bytes, queued: list[_QueuedChange]) -> None:
         while True:
             tip, tree = self._tip(repo)
-            head, head_tree, commits = tip, tree, 0
+            head, head_tree = tip, tree
+            written: list[tuple[bytes, _Change]] = []  # (commit, its change), in order
             with ObjectBatch(self._objects) as batch:
                 for item in queued:
                     item.error = None
                     try:
-                        written = self._write_change(repo, item, head, head_tree, batch)
+                        done = self._write_change(repo, item, head, head_tree, batch)
                     except StoreError as error:
                         item.error = error
                         continue
-                    if written is not None:
-                        (head, head_tree), commits = written, commits + 1
-                if head == tip:
+                    if done is not None:
+                        written.append(done)
+                        head, head_tree = done[0], done[1].tree
+                if head is None or head == tip:
                     return
                 batch.install()
             if refs.compare_and_swap(self._refs, ref, tip, head):
-                self._maintenance.committed(commits)
+                self._maintenance.committed(len(written))
+                edits = [(commit, change.edit) for commit, change in written if change.edit]
+                self._lineage.committed(ref, tip, head, edits)
                 return
 
     def _write_change(
@@ -531,21 +519,21 @@ class Store:
         tip: bytes | None,
         tree: bytes | None,
         batch: ObjectBatch,
-    ) -> tuple[bytes, bytes] | None:
-        """The commit (and its tree) of item's change on `tip`; None if it changes nothing."""
+    ) -> tuple[bytes, _Change] | None:
+        """The commit of item's change on `tip`, and the change; None if it changes nothing."""
         if item.must_exist and tip is None:
             raise NameUnknown(repo)
         wanted = item.change(tip, tree, batch)
         if wanted is None or wanted.tree == tree:
             return None
         parents = [tip] if tip is not None else []
-        if wanted.lineage is not None:
-            if not parents:  # a second parent needs a first: the empty repository
+        if wanted.lineage:
+            if not parents:  # a base's parent comes second: first, the empty repository
                 empty = self._trees(batch).layout(None, Index.empty())
                 parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
-            parents.append(wanted.lineage)
+            parents += wanted.lineage
         commit = self._write_commit(batch, wanted.tree, parents, wanted.summary, wanted.trailers)
-        return commit, wanted.tree
+        return commit, wanted
 
     def _trees(self, batch: ObjectBatch) -> TreeWriter:
         return TreeWriter(batch, self._cache)
