@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-from registry.cli import diff, log, ls, serve, show
+from registry.cli import diff, export, import_, log, ls, serve, show
 
 # In the order `hroot --help` lists them.
-COMMANDS: list[ModuleType] = [serve, log, show, diff, ls]
+COMMANDS: list[ModuleType] = [serve, log, show, diff, ls, import_, export]
 
 
 def _version() -> str:
