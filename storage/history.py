@@ -23,7 +23,7 @@ from dulwich.objects import Commit
 from storage import layout, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
-from storage.index import Index
+from storage.index import TAG_ANNOTATION, Index
 from storage.manifests import INDEX_TYPES
 
 if TYPE_CHECKING:
@@ -319,12 +319,24 @@ class History:
             oid = commit.parents[0] if commit.parents else None
 
     def _tag_changes(self, before: bytes | None, after: bytes) -> list[TagChange]:
-        if layout.entry(self._cache, before, b"index.json") == layout.entry(
-            self._cache, after, b"index.json"
-        ):
+        """The tags that differ between two layouts' index.json.
+
+        hroot writes one descriptor a line (docs/format.md §3), so only the lines that
+        differ are parsed: 10,000 tags would otherwise be parsed twice per commit. An
+        index.json of another shape (format 1, or written by another tool) is compared
+        whole.
+        """
+        before_oid = layout.entry(self._cache, before, b"index.json")
+        after_oid = layout.entry(self._cache, after, b"index.json")
+        if before_oid == after_oid:
             return []
-        old = _tag_digests(layout.read_index(self._cache, before))
-        new = _tag_digests(layout.read_index(self._cache, after))
+        old_lines = set(self._cache.raw(before_oid).splitlines()) if before_oid else set()
+        new_lines = set(self._cache.raw(after_oid).splitlines()) if after_oid else set()
+        old = _line_tags(old_lines - new_lines)
+        new = _line_tags(new_lines - old_lines)
+        if old is None or new is None:
+            old = _tag_digests(layout.read_index(self._cache, before))
+            new = _tag_digests(layout.read_index(self._cache, after))
         return [
             TagChange(tag, old.get(tag), new.get(tag))
             for tag in sorted(old.keys() | new.keys())
@@ -644,6 +656,19 @@ def _time(commit: Commit) -> datetime:
 
 def _tag_digests(index: Index) -> dict[str, str]:
     return {tag: found["digest"] for tag in index.tags() if (found := index.find(tag))}
+
+
+def _line_tags(lines: set[bytes]) -> dict[str, str] | None:
+    """Tag -> digest of index.json lines that are each one descriptor; None if one is not."""
+    found: dict[str, str] = {}
+    for line in lines:
+        descriptor = _json_object(line.strip().rstrip(b","))
+        if descriptor is None or not isinstance(descriptor.get("digest"), str):
+            return None
+        tag = (descriptor.get("annotations") or {}).get(TAG_ANNOTATION)
+        if tag is not None:
+            found[tag] = descriptor["digest"]
+    return found
 
 
 def _platform(value: Any) -> str | None:
