@@ -324,14 +324,14 @@ def _targets(entries: list[_Entry], option: str | None) -> list[tuple[_Entry, st
                     "give --name NAME[:TAG]"
                 )
             found.extend((entry, n, t) for n, t in named)
-    unique = list({(repo, tag): (entry, repo, tag) for entry, repo, tag in found}.values())
-    for _, repo, tag in unique:
+    unique = {(repo, to): (entry, repo, to) for entry, repo, to in found}
+    for repo, to in unique:
         try:
             names.check_name(repo)
-            names.check_tag(tag)
+            names.check_tag(to)
         except StoreError as e:
-            raise ArchiveError(message=f"cannot import as {repo}:{tag}: {describe(e)}") from None
-    return unique
+            raise ArchiveError(message=f"cannot import as {repo}:{to}: {describe(e)}") from None
+    return list(unique.values())
 
 
 def split_reference(text: str) -> tuple[str, str | None]:
