@@ -136,10 +136,12 @@ def test_show_summarises_config_and_measures_layers(store: Store) -> None:
 
 
 def test_show_index_lists_platforms_and_picks_one(store: Store) -> None:
-    children = {
-        platform: push_layers(store, "multi", None, image_config(platform), [os.urandom(size)])
-        for platform, size in (("linux/amd64", 100), ("linux/arm64/v8", 200))
-    }
+    bases, children = {}, {}
+    for platform, size in (("linux/amd64", 100), ("linux/arm64/v8", 200)):
+        under = os.urandom(50)
+        bases[platform] = push_layers(store, "os", None, image_config(platform), [under])
+        layers = [under, os.urandom(size)]
+        children[platform] = push_layers(store, "multi", None, image_config(platform), layers)
     bodies = {}
     for platform, digest in children.items():
         found = store.get_manifest("multi", digest)
@@ -169,12 +171,19 @@ def test_show_index_lists_platforms_and_picks_one(store: Store) -> None:
     assert [(c.platform, c.digest) for c in shown.children] == list(children.items())
     sizes = [c.size for c in shown.children]
     assert sizes == [
-        len(json.dumps(image_config(p))) + s
+        len(json.dumps(image_config(p))) + 50 + s
         for p, s in (("linux/amd64", 100), ("linux/arm64/v8", 200))
     ]
+    per_platform = [("os", digest, platform) for platform, digest in bases.items()]
+    assert [(b.repository, b.digest, b.platform) for b in shown.bases] == per_platform
+    pushed = next(iter(store.log("multi", limit=1)))
+    assert [(b.repository, b.digest, b.platform) for b in pushed.bases] == per_platform
+    assert pushed.image is not None and pushed.image.size == sum(sizes)
+    assert pushed.image.platforms == ["linux/amd64", "linux/arm64/v8"]
     assert shown.size == sum(sizes) and shown.layers == [] and shown.config is None
     arm = store.image("multi", "latest", platform="linux/arm64/v8")
-    assert arm.digest == children["linux/arm64/v8"] and len(arm.layers) == 1
+    assert arm.digest == children["linux/arm64/v8"] and len(arm.layers) == 2
+    assert [layer.shared_with for layer in arm.layers] == [["os"], []]
     with pytest.raises(ManifestUnknown, match="linux/s390x"):
         store.image("multi", "latest", platform="linux/s390x")
     with pytest.raises(Unsupported, match="multi-platform index"):
