@@ -352,8 +352,8 @@ class History:
                 sum(c.size or 0 for c in children),
                 [c.platform for c in children if c.platform],
             )
-        platform = self._config_summary(tree, stored)
-        platforms = [platform.platform] if platform and platform.platform else []
+        config = self._config_summary(tree, stored)
+        platforms = [config.platform] if config and config.platform else []
         return Summary(stored.digest, stored.media_type, stored.own_size(), platforms)
 
     # show
@@ -427,7 +427,8 @@ class History:
         self, repo: str, tree: bytes | None, descriptor: dict[str, Any], inspect: bool
     ) -> Layer:
         digest = str(descriptor.get("digest"))
-        oid = layout.find_blob(self._cache, tree, _digest(digest)) if _digest(digest) else None
+        parsed = _digest(digest)
+        oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
         return Layer(
             digest=digest,
             media_type=str(descriptor.get("mediaType")),
