@@ -1,4 +1,4 @@
-"""The seven workloads. Each builds its images once, then times rounds against one server.
+"""The eight workloads. Each builds its images once, then times rounds against one server.
 
 A workload's `build()` writes the images it pushes (untimed, shared by both registries);
 `prepare()` runs once per registry after it starts and may return one-off timings;
@@ -56,6 +56,7 @@ class Workload:
     rounds = 3
     tools: tuple[str, ...] = ()  # programs it runs besides the registries
     status = ""  # how far a long step has got, for progress lines and timeout errors
+    writers = 8  # requests in flight while a workload fills a registry
 
     def __init__(self, home: Path) -> None:
         self.home = home  # its images, its servers' folders; removed once it has run
@@ -78,6 +79,20 @@ class Workload:
 
     async def run_round(self, server: Server, number: int) -> Metrics:
         raise NotImplementedError
+
+    async def populate(self, what: str, jobs: Iterable[Awaitable[None]], total: int) -> float:
+        """Awaits the jobs `writers` at a time, keeping `status` current; returns the seconds."""
+        start = time.perf_counter()
+        done = 0
+
+        async def counted(job: Awaitable[None]) -> None:
+            nonlocal done
+            await job
+            done += 1
+            self.status = f"{done} of {total} {what} in {time.perf_counter() - start:.0f} s"
+
+        await bounded(self.writers, (counted(job) for job in jobs))
+        return time.perf_counter() - start
 
 
 class SkopeoPushPull(Workload):
@@ -241,7 +256,6 @@ class ManyTagsAndRepositories(Workload):
     number = 6
     repo = "bench/tags"
     page = 100
-    writers = 8
 
     def __init__(self, home: Path, tags: int, repositories: int) -> None:
         super().__init__(home)
@@ -276,25 +290,11 @@ class ManyTagsAndRepositories(Workload):
             await client.upload_blob(repo, blob, self.image.blob_file(blob), mount_from=self.repo)
         await client.put_manifest(repo, "v1", self.image.manifest)
 
-    async def _populate(self, what: str, jobs: Iterable[Awaitable[None]], total: int) -> float:
-        """Awaits the jobs `writers` at a time, keeping `status` current; returns the seconds."""
-        start = time.perf_counter()
-        done = 0
-
-        async def counted(job: Awaitable[None]) -> None:
-            nonlocal done
-            await job
-            done += 1
-            self.status = f"{done} of {total} {what} in {time.perf_counter() - start:.0f} s"
-
-        await bounded(self.writers, (counted(job) for job in jobs))
-        return time.perf_counter() - start
-
     async def prepare(self, server: Server) -> Metrics:
         assert self.image is not None
         async with registry_client(server.url, self.writers) as client:
             await client.push_image(self.repo, self.image)
-            tags = await self._populate(
+            tags = await self.populate(
                 "tags",
                 (
                     client.put_manifest(self.repo, tag, self._tiny_manifest(tag))
@@ -302,7 +302,7 @@ class ManyTagsAndRepositories(Workload):
                 ),
                 self.tags,
             )
-            repositories = await self._populate(
+            repositories = await self.populate(
                 "repositories",
                 (
                     self._populate_repository(client, f"bench/r{n:05d}")
@@ -385,6 +385,98 @@ class DiskCorpus(Workload):
         }
 
 
+class PushAtScale(Workload):
+    """Manifest push latency into a small registry, then into a big one: the commit and
+    the lineage lookup of a 3-layer image built on a base image, its layers uploaded
+    beforehand. Every other repository holds an image on the same base, so a registry
+    that searched them all for the base would slow down with their number."""
+
+    number = 8
+    base_repo = "bench/base"
+    repo = "bench/push"
+
+    def __init__(self, home: Path, small: int, large: int, pushes: int) -> None:
+        super().__init__(home)
+        self.small = small
+        self.large = large
+        self.pushes = pushes
+        self.title = (
+            f"manifest push of a 3-layer image at {small:,} and {large:,} repositories "
+            f"({pushes} pushes a round, one at a time)"
+        )
+        self.base: Image | None = None
+        self.image: Image | None = None
+        self.others: list[Image] = []  # one image per other repository
+        self.small_p50: dict[str, float] = {}  # by server name, for the ratio
+
+    def params(self) -> dict[str, object]:
+        return {"small": self.small, "large": self.large, "pushes": self.pushes, "layers": 3}
+
+    def fill(self, layout: Layout) -> None:
+        base_layers = [layout.add_random_layer(KiB, seed) for seed in range(2)]
+        self.base = layout.add_image("base", base_layers)
+        self.image = layout.add_image("v1", [*base_layers, layout.add_random_layer(KiB, 2)])
+        self.others = [
+            layout.add_image(f"r{n:05d}", [*base_layers, layout.add_random_layer(KiB, 3 + n)])
+            for n in range(self.large - 2)  # besides the base and the pushed-to repositories
+        ]
+
+    async def prepare(self, server: Server) -> Metrics:
+        assert self.base is not None and self.image is not None
+        async with registry_client(server.url, self.writers) as client:
+            await client.push_image(self.base_repo, self.base)
+            await client.push_image(self.repo, self.image)  # uploads every layer pushed later
+            await self._populate(client, self.others[: self.small - 2])
+            batches = [await self._pushes(client, f"small{n}") for n in range(self.rounds)]
+            await self._populate(client, self.others[self.small - 2 :])
+        p50 = statistics.median(p50 for p50, _ in batches)
+        self.small_p50[server.name] = p50
+        return {
+            f"push at {self.small:,} repositories p50 (ms)": p50,
+            f"push at {self.small:,} repositories p99 (ms)": statistics.median(
+                p99 for _, p99 in batches
+            ),
+        }
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        await server.restart()
+        async with registry_client(server.url) as client:
+            first = await timed(self._push(client, f"first{number}"))
+            p50, p99 = await self._pushes(client, f"round{number}")
+        return {
+            f"push at {self.large:,} repositories p50 (ms)": p50,
+            f"push at {self.large:,} repositories p99 (ms)": p99,
+            f"p50 at {self.large:,} / p50 at {self.small:,}": p50 / self.small_p50[server.name],
+            "first push after a restart (ms)": first * 1000,
+        }
+
+    async def _populate(self, client: RegistryClient, images: list[Image]) -> None:
+        """One repository per image, its base layers mounted from the base repository."""
+
+        async def one(image: Image) -> None:
+            repo = f"bench/{image.tag}"
+            for blob in image.blobs:
+                await client.upload_blob(
+                    repo, blob, image.blob_file(blob), mount_from=self.base_repo
+                )
+            await client.put_manifest(repo, "v1", image.manifest)
+
+        await self.populate("repositories", map(one, images), len(images))
+
+    def _push(self, client: RegistryClient, tag: str) -> Awaitable[None]:
+        """The image made unique by an annotation, so that every push is a new manifest."""
+        assert self.image is not None
+        config, *layers = self.image.blobs
+        body = manifest_json(config, list(layers), {"org.example.hroot-bench.push": tag})
+        return client.put_manifest(self.repo, tag, body)
+
+    async def _pushes(self, client: RegistryClient, prefix: str) -> tuple[float, float]:
+        """p50 and p99 of `pushes` manifest pushes one after another, in milliseconds."""
+        seconds = [await timed(self._push(client, f"{prefix}-{n}")) for n in range(self.pushes)]
+        percentiles = statistics.quantiles([s * 1000 for s in seconds], n=100)
+        return percentiles[49], percentiles[98]
+
+
 def workloads(root: Path, scale: float) -> list[Workload]:
     """All workloads at the given scale, each with its own folder under root."""
     return [
@@ -397,4 +489,7 @@ def workloads(root: Path, scale: float) -> list[Workload]:
             root / "6", scaled(10_000, scale, minimum=10), scaled(2_000, scale, minimum=10)
         ),
         DiskCorpus(root / "7", 20, 5, scaled(8 * MiB, scale)),
+        PushAtScale(
+            root / "8", 10, scaled(2_000, scale, minimum=20), scaled(200, scale, minimum=50)
+        ),
     ]
