@@ -663,7 +663,7 @@ def _line_tags(lines: set[bytes]) -> dict[str, str] | None:
     """Tag -> digest of index.json lines that are each one descriptor; None if one is not."""
     found: dict[str, str] = {}
     for line in lines:
-        descriptor = _json_object(line.strip().rstrip(b","))
+        descriptor = _json_object(line.strip().strip(b","))
         if descriptor is None or not isinstance(descriptor.get("digest"), str):
             return None
         tag = (descriptor.get("annotations") or {}).get(TAG_ANNOTATION)

@@ -70,16 +70,20 @@ class Index:
     def encode(self) -> bytes:
         """Deterministic: tagged entries by tag, then untagged ones by digest; sorted keys.
 
-        One descriptor per line (docs/format.md §3), so `git diff` of two versions
-        shows the tags that moved as the lines that changed.
+        One descriptor per line, each after the first led by its comma (docs/format.md
+        §3): `git diff` of two versions shows the tags that moved as the lines that
+        changed, and an entry added at the end (an image just left untagged) does not
+        touch the line before it.
         """
         for order in self._untexted:
             if order not in self._texts and order[1:] in self._entries:
                 self._texts[order] = _text(self._entries[order[1:]])
         self._untexted = []
-        manifests = "".join(f"\n{text}," for text in map(self._texts.__getitem__, self._order))
+        manifests = "\n,".join(map(self._texts.__getitem__, self._order))
+        if manifests:
+            manifests = "\n" + manifests
         return (
-            f'{{"manifests":[{manifests[:-1]}\n],"mediaType":"{OCI_INDEX}","schemaVersion":2}}\n'
+            f'{{"manifests":[{manifests}\n],"mediaType":"{OCI_INDEX}","schemaVersion":2}}\n'
         ).encode()
 
     def __len__(self) -> int:
