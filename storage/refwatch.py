@@ -92,7 +92,8 @@ class RefWatch:
         self._folder_watch = None
 
     def _watch(self, folder: Path) -> int | None:
-        assert self._events is not None
+        if self._events is None:
+            return None
         watch = _LIBC.inotify_add_watch(
             self._events.fileno(), os.fsencode(folder), _WRITES | _IN_MOVE_SELF | _IN_ONLYDIR
         )
