@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 
 from dulwich.file import FileLocked
@@ -12,6 +13,23 @@ from dulwich.refs import DiskRefsContainer
 
 STALE_LOCK_SECONDS = 30.0  # a ref update holds its lock for milliseconds
 LOCK_WAIT_SECONDS = 60.0
+
+
+def guard_packed_refs(refs: DiskRefsContainer) -> None:
+    """Let one thread at a time load dulwich's cache of packed-refs.
+
+    dulwich fills that cache in place; a thread that finds the file replaced meanwhile
+    (`git gc` packs refs) empties it under the filler's feet: a TypeError, or a half-read
+    dict in which an existing branch is missing. Reads after `git gc --auto` hit it.
+    """
+    lock = threading.Lock()
+    load = refs.get_packed_refs
+
+    def get_packed_refs() -> dict[bytes, bytes]:
+        with lock:
+            return load()
+
+    refs.get_packed_refs = get_packed_refs  # type: ignore[method-assign]
 
 
 def read(refs: DiskRefsContainer, name: bytes) -> bytes | None:

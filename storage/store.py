@@ -105,6 +105,7 @@ class Store:
         # loose object it will read; index.json and trees of big repositories are larger.
         self._objects.loose_object_size_limit = 1 << 40
         self._refs = repo.refs
+        refs.guard_packed_refs(self._refs)
         self._cache = ObjectCache(self._objects)
         self._ref_locks: dict[bytes, threading.Lock] = {}
         self._ref_locks_lock = threading.Lock()

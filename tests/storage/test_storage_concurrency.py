@@ -105,6 +105,34 @@ def test_pushes_survive_git_pack_refs(store: Store) -> None:
     assert store.tags("img") == ["v1", "v2"]
 
 
+def test_reads_go_on_while_packed_refs_is_replaced(store: Store) -> None:
+    """dulwich's cache of packed-refs, reloaded by one thread as another reads it, lost
+    branches (NameUnknown) or raised TypeError: `git gc --auto` packs refs under load."""
+    push_image(store, "img", "v1")
+    git(store, "pack-refs", "--all", "--prune")
+    packed = (store.path / "packed-refs").read_text()
+    tip = git(store, "rev-parse", "hroot/img").strip()
+    padded = packed + "".join(f"{tip} refs/heads/padding/p{n:04d}\n" for n in range(2000))
+    errors: list[BaseException] = []
+    replacing = True
+
+    def read() -> None:
+        while replacing:
+            try:
+                store.tags("img")
+            except Exception as error:
+                errors.append(error)
+
+    with ThreadPoolExecutor(4) as readers:
+        for _ in range(4):
+            readers.submit(read)
+        for n in range(300):  # each a new file, as git writes it: the cache is reloaded
+            (store.path / "packed-refs.new").write_text(padded if n % 2 else packed)
+            os.replace(store.path / "packed-refs.new", store.path / "packed-refs")
+        replacing = False
+    assert errors == []
+
+
 def test_reads_follow_refs_moved_by_hand(store: Store, tmp_path: Path) -> None:
     push_image(store, "img", "v1")
     first = git(store, "rev-parse", "hroot/img").strip()
