@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from registry.config import Config, ConfigError, load_config
-from storage import Store, StoreError
+from storage import Store, StoreError, repository
 
 
 class CommandError(Exception):
@@ -33,6 +33,13 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def data_path(args: argparse.Namespace) -> Path:
     """--data, else the config file's `data`, else HROOT_DATA, else ./hroot.git."""
     try:
@@ -41,15 +48,15 @@ def data_path(args: argparse.Namespace) -> Path:
         fail(str(e), status=2)
 
 
-def open_store(args: argparse.Namespace) -> Store:
-    """The registry at --data, which must exist: reading commands never create one."""
+def open_store(args: argparse.Namespace, create: bool = False) -> Store:
+    """The registry at --data; only a command that writes (import) may create one."""
     path = data_path(args)
     try:
-        return Store.open(path, create=False)
+        return Store.open(path, create=create)
     except FileNotFoundError:
         fail(f"{path}: no registry here (give --data or set HROOT_DATA)")
     except StoreError as e:
-        fail(str(e))
+        fail(repository.describe(e))
 
 
 def fail(message: str, status: int = 1) -> NoReturn:

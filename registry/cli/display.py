@@ -37,13 +37,14 @@ def reading(args: argparse.Namespace) -> Iterator[Store]:
 
 
 def image_reference(text: str) -> tuple[str, str]:
-    """`NAME:TAG` or `NAME@DIGEST` -> (name, tag or digest); StoreError if one is invalid."""
+    """`NAME:TAG`, `NAME@DIGEST`, or `NAME` for `NAME:latest` as docker reads it ->
+    (name, tag or digest); StoreError if one is invalid."""
     name, at, digest = text.partition("@")
     if at:
         return names.check_name(name), str(digests.parse(digest))
     name, colon, tag = text.rpartition(":")
-    if not colon:
-        fail(f"{text!r} names no image: write NAME:TAG or NAME@DIGEST")
+    if not colon or "/" in tag:  # no tag, or the colon was a registry host's port
+        name, tag = text, "latest"
     return names.check_name(name), names.check_tag(tag)
 
 

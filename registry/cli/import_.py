@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, create=True)
     try:
         with progress_bar("import") as progress:
             imported = archives.import_images(store, args.source, args.name, progress)

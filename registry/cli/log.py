@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
-from registry.cli.common import add_data_option, add_json_option, print_json
+from registry.cli.common import add_data_option, add_json_option, positive, print_json
 from registry.cli.display import jsonable, reading, short, size, when
 from storage.history import LogEntry, TagChange
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("name", metavar="NAME", help="the repository")
     parser.add_argument(
-        "-n", type=int, metavar="N", dest="limit", help="show only the newest N commits"
+        "-n", type=positive, metavar="N", dest="limit", help="show only the newest N commits"
     )
     add_data_option(parser)
     add_json_option(parser)

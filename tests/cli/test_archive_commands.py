@@ -100,6 +100,19 @@ def test_export_then_import_prints_and_commits(
     ]
 
 
+def test_import_into_a_new_path_creates_the_registry(
+    source: tuple[Path, Image], tmp_path: Path
+) -> None:
+    data, image = source
+    archive = tmp_path / "app.tar"
+    assert hroot("export", "app:v1", "-o", archive, "--data", data).returncode == 0
+    fresh = tmp_path / "fresh.git"
+    imported = hroot("import", archive, "--data", fresh)
+    assert imported.returncode == 0, imported.stderr
+    assert git(fresh, "config", "hroot.format").strip() == "2"
+    assert git(fresh, "log", "--format=%s", "hroot/app") == f"push app:v1 {image.digest}\n"
+
+
 def test_export_to_stdout_is_the_archive(source: tuple[Path, Image]) -> None:
     data, image = source
     exported = hroot("export", "app:v1", "-o", "-", "--format", "docker-archive", "--data", data)

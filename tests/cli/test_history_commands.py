@@ -207,7 +207,7 @@ def test_ls_prints_repositories_with_unique_and_shared_bytes(registry: Registry)
     [
         (["log", "nothing"], "repository name not known to registry (nothing)"),
         (["log", "Not-Valid"], "invalid repository name (Not-Valid)"),
-        (["show", "app"], "'app' names no image: write NAME:TAG or NAME@DIGEST"),
+        (["show", "app"], "manifest unknown to registry (app:latest)"),  # NAME is NAME:latest
         (["show", "app:v9"], "manifest unknown to registry (app:v9)"),
         (["show", "app@sha256:12"], "invalid digest (sha256:12)"),
         (["show", "app:bad~tag"], "invalid tag (bad~tag)"),
