@@ -16,20 +16,26 @@ LOCK_WAIT_SECONDS = 60.0
 
 
 def guard_packed_refs(refs: DiskRefsContainer) -> None:
-    """Let one thread at a time load dulwich's cache of packed-refs.
+    """Let one thread at a time load or drop dulwich's cache of packed-refs.
 
-    dulwich fills that cache in place; a thread that finds the file replaced meanwhile
-    (`git gc` packs refs) empties it under the filler's feet: a TypeError, or a half-read
-    dict in which an existing branch is missing. Reads after `git gc --auto` hit it.
+    dulwich fills that cache in place and empties it, with no lock, when it finds the
+    file replaced (`git gc` packs refs) or has removed a packed ref (a staging ref
+    emptied): a thread filling it meanwhile raises TypeError, or another reads a
+    half-filled dict in which an existing branch is missing.
     """
-    lock = threading.Lock()
-    load = refs.get_packed_refs
+    lock = threading.RLock()  # loading drops a stale cache first
+    load, drop = refs.get_packed_refs, refs._invalidate_packed_refs_cache
 
     def get_packed_refs() -> dict[bytes, bytes]:
         with lock:
             return load()
 
+    def invalidate_packed_refs_cache() -> None:
+        with lock:
+            drop()
+
     refs.get_packed_refs = get_packed_refs  # type: ignore[method-assign]
+    refs._invalidate_packed_refs_cache = invalidate_packed_refs_cache  # type: ignore[method-assign]
 
 
 def read(refs: DiskRefsContainer, name: bytes) -> bytes | None:

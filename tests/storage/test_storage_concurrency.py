@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import multiprocessing
 import os
@@ -131,6 +132,40 @@ def test_reads_go_on_while_packed_refs_is_replaced(store: Store) -> None:
             os.replace(store.path / "packed-refs.new", store.path / "packed-refs")
         replacing = False
     assert errors == []
+
+
+def test_reads_go_on_while_pushes_remove_packed_staging_refs(store: Store) -> None:
+    """A push that empties a packed staging ref rewrites packed-refs and drops dulwich's
+    cache of it, which readers in other threads were filling."""
+    push_image(store, "img", "v1")
+    images = {}
+    for n in range(40):
+        config, layer = f'{{"n":{n}}}'.encode(), os.urandom(64)
+        for data in (config, layer):
+            store.put_blob(f"r{n}", str(digests.of(data)), io.BytesIO(data), len(data))
+        images[f"r{n}"] = image_manifest(config, [layer])
+    tip = git(store, "rev-parse", "hroot/img").strip()
+    padding = "".join(f"create refs/heads/padding/p{n:04d} {tip}\n" for n in range(2000))
+    git(store, "update-ref", "--stdin", input_text=padding)  # a long packed-refs to read
+    git(store, "pack-refs", "--all", "--prune")
+    errors: list[BaseException] = []
+    pushing = True
+
+    def read() -> None:
+        while pushing:
+            try:
+                store.tags("img")
+            except Exception as error:
+                errors.append(error)
+
+    with ThreadPoolExecutor(4) as readers:
+        for _ in range(4):
+            readers.submit(read)
+        for repo, manifest in images.items():
+            store.put_manifest(repo, "v1", manifest)
+        pushing = False
+    assert errors == []
+    assert "refs/hroot/staging/" not in (store.path / "packed-refs").read_text()
 
 
 def test_reads_follow_refs_moved_by_hand(store: Store, tmp_path: Path) -> None:
