@@ -409,7 +409,7 @@ def _for_platform(store: Store, name: str, index: _Document, wanted: str) -> _Do
         return index
     offered = []
     for child in json.loads(index.body).get("manifests") or []:
-        found = _platform(child.get("platform"))
+        found = manifests.platform(child.get("platform"))
         offered.append(found or "unknown")
         if found == wanted or (found or "").startswith(wanted + "/"):
             stored = store.get_manifest(name, child["digest"])
@@ -418,16 +418,6 @@ def _for_platform(store: Store, name: str, index: _Document, wanted: str) -> _Do
         message=f"{name}@{index.digest} has no image for {wanted}: it has {', '.join(offered)} "
         "(choose one with --platform)"
     )
-
-
-def _platform(value: Any) -> str | None:
-    """`os/architecture[/variant]` of a descriptor's `platform`."""
-    if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
-        return None
-    parts = [value["os"], value["architecture"]] + (
-        [value["variant"]] if value.get("variant") else []
-    )
-    return "/".join(map(str, parts))
 
 
 def _write_oci(

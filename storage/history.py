@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import zstandard
 from dulwich.objects import Commit
 
-from storage import layout, objects
+from storage import layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.index import TAG_ANNOTATION, Index
@@ -536,7 +536,7 @@ class History:
                 Child(
                     digest=digest,
                     media_type=str(descriptor.get("mediaType")),
-                    platform=_platform(descriptor.get("platform")),
+                    platform=manifests.platform(descriptor.get("platform")),
                     size=stored.own_size() if stored else None,
                 )
             )
@@ -551,7 +551,7 @@ class History:
             return None
         run = document.get("config") if isinstance(document.get("config"), dict) else {}
         return ConfigSummary(
-            platform=_platform(document),
+            platform=manifests.platform(document),
             created=_text(document.get("created")),
             entrypoint=_strings(run.get("Entrypoint")),
             cmd=_strings(run.get("Cmd")),
@@ -670,16 +670,6 @@ def _line_tags(lines: set[bytes]) -> dict[str, str] | None:
         if tag is not None:
             found[tag] = descriptor["digest"]
     return found
-
-
-def _platform(value: Any) -> str | None:
-    """`os/architecture[/variant]` of an image config or a descriptor's `platform`."""
-    if not isinstance(value, dict) or not (value.get("os") or value.get("architecture")):
-        return None
-    parts = [value.get("os") or "?", value.get("architecture") or "?"]
-    if value.get("variant"):
-        parts.append(value["variant"])
-    return "/".join(map(str, parts))
 
 
 def _digest(text: str) -> Digest | None:

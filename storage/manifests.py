@@ -137,10 +137,10 @@ def _descriptor(item: Any, where: str) -> Reference:
         digest = digests.parse(item.get("digest"))
     except Exception:
         raise ManifestInvalid(f"{where}.digest is not a valid digest") from None
-    return Reference(digest, size, media_type, _platform(item.get("platform")))
+    return Reference(digest, size, media_type, platform(item.get("platform")))
 
 
-def _platform(value: Any) -> str | None:
+def platform(value: Any) -> str | None:
     """`os/arch[/variant]`, as lineage trailers name a platform; None for a platform that
     is missing or not words (the spec's own values never have spaces or parentheses)."""
     if not isinstance(value, dict):
