@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from registry.common import CONFIG, STORE
@@ -10,6 +15,8 @@ from registry.logs import quiet_client_garbage
 from registry.middleware import add_api_version, handle_errors, log_access
 from registry.routes import ROUTES
 from storage import Store
+
+log = logging.getLogger("hroot.registry")
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
@@ -24,9 +31,25 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         store = Store.open(config.data, create=True)
         app.on_cleanup.append(_close_store)
     app[STORE] = store
+    app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)
     return app
+
+
+async def _prepare_lineage(app: web.Application) -> AsyncIterator[None]:
+    """Build the store's lineage index in the background while the server starts
+    answering; wait for it on the way out, before the store closes."""
+    building = asyncio.get_running_loop().run_in_executor(None, app[STORE].prepare_lineage)
+    building.add_done_callback(_log_failure)
+    yield
+    with contextlib.suppress(Exception):  # logged when it happened
+        await building
+
+
+def _log_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("building the lineage index failed", exc_info=done.exception())
 
 
 async def _close_store(app: web.Application) -> None:

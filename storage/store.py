@@ -1,4 +1,4 @@
-"""The git-backed image store: one registry in one bare git repository (DESIGN.md §2).
+"""The git-backed image store: one registry in one bare git repository (docs/format.md).
 
 Each repository `name` is the branch `hroot/<name>`, whose commits' trees are OCI
 image layouts; uploaded blobs wait on `refs/hroot/staging/<name>` until a manifest
@@ -124,6 +124,11 @@ class Store:
         Every `gc_every` commits `git gc --auto` is started in the background (0: never).
         """
         return cls(repository.open_repo(Path(path), create), gc_every)
+
+    def prepare_lineage(self) -> None:
+        """Read every repository's images into the lineage index (storage.lineage), so
+        that no push waits for it; a server calls this in the background at start."""
+        self._lineage.prepare()
 
     def close(self) -> None:
         self._lineage.close()

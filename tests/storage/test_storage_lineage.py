@@ -54,8 +54,8 @@ def base_trailers(store: Store, repo: str) -> list[str]:
 
 
 def build_index(store: Store) -> None:
-    """Push a two-layer image, so the lineage index is built before what a test does next."""
-    push(store, "warm-up", "v1", [layer("warm-a"), layer("warm-b")])
+    """Build the lineage index before what a test does next, as a server does at start."""
+    store.prepare_lineage()
 
 
 def test_base_is_found_in_another_repository(store: Store) -> None:
