@@ -1,4 +1,4 @@
-"""The OCI image layout inside each commit's tree (DESIGN.md §2.2), read and written.
+"""The OCI image layout inside each commit's tree (docs/format.md §3), read and written.
 
 A commit's tree is `oci-layout`, `index.json` and `blobs/<alg>/<hex>`; a staging
 tree is just `blobs/<alg>/<hex>`. Parsed trees and index files are cached by their

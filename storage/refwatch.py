@@ -1,6 +1,6 @@
 """Which loose refs of one folder changed since last asked, told by the kernel (inotify).
 
-The lineage index (storage.lineage) must honour refs moved by hand (DESIGN.md §2.5) on
+The lineage index (storage.lineage) must honour refs moved by hand (docs/format.md §7) on
 every push. Comparing the stat of 2,000 ref files costs about 9 ms, more than the push
 itself; inotify names exactly the refs that were written or removed (git, dulwich and
 another hroot all write `NAME.lock` and rename it over `NAME`), for one read() per push.
