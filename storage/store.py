@@ -49,6 +49,7 @@ from storage.uploads import Uploads
 __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
+_MERGED_DEPTH = 100  # commits back in which a base merged already is not merged again
 AUTHOR = b"hroot <hroot@localhost>"
 
 
@@ -533,13 +534,32 @@ class Store:
         if wanted is None or wanted.tree == tree:
             return None
         parents = [tip] if tip is not None else []
-        if wanted.lineage:
+        merged = self._merged_bases(tip)
+        bases = [base for base in wanted.lineage if base not in merged]
+        if bases:
             if not parents:  # a base's parent comes second: first, the empty repository
                 empty = self._trees(batch).layout(None, Index.empty())
                 parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
-            parents += wanted.lineage
+            parents += bases
         commit = self._write_commit(batch, wanted.tree, parents, wanted.summary, wanted.trailers)
+        # the next change of this batch builds on a commit that is not on disk yet
+        self._cache.put("merged-bases", commit, merged | frozenset(bases), len(merged) + 1)
         return commit, wanted
+
+    def _merged_bases(self, commit: bytes | None, depth: int = _MERGED_DEPTH) -> frozenset[bytes]:
+        """The base commits already merged into the last `depth` commits of `commit`'s
+        first-parent history (docs/format.md §4): a push on such a base, a tag pushed
+        again or the next build on an unchanged base, merges it no second time, which
+        would only repeat the same edge in `git log --graph`."""
+        if commit is None or depth == 0:
+            return frozenset()
+
+        def load() -> frozenset[bytes]:
+            parsed = self._objects[commit]
+            first = parsed.parents[0] if parsed.parents else None
+            return self._merged_bases(first, depth - 1) | frozenset(parsed.parents[1:])
+
+        return self._cache.get("merged-bases", commit, load, lambda found: len(found) + 1)
 
     def _trees(self, batch: ObjectBatch) -> TreeWriter:
         return TreeWriter(batch, self._cache)

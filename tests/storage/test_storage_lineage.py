@@ -53,6 +53,16 @@ def base_trailers(store: Store, repo: str) -> list[str]:
     return found
 
 
+def merges(store: Store, repo: str) -> list[list[str]]:
+    """The further parents of each commit of the branch's own history that has some."""
+    branch = f"hroot/{repo.replace('/', '+')}"
+    found = [
+        line.split()[1:]
+        for line in git(store, "log", "--first-parent", "--format=%P", branch).splitlines()
+    ]
+    return [extra for extra in found if extra]
+
+
 def build_index(store: Store) -> None:
     """Build the lineage index before what a test does next, as a server does at start."""
     store.prepare_lineage()
@@ -202,8 +212,9 @@ def test_an_index_gets_a_parent_per_platform(store: Store) -> None:
     before = tip(store, "app")
     store.put_manifest("app", "v1", index.encode())
 
-    # the previous tip, then each distinct base commit once, in the order of the platforms
-    assert parents(store, "app") == [before, amd_push, arm_push]
+    # each distinct base commit is merged once: here by the children pushed before
+    assert parents(store, "app") == [before]
+    assert merges(store, "app") == [[arm_push], [amd_push]]
     assert base_trailers(store, "app") == [
         f"base@{amd_base.digest} (linux/amd64)",
         f"base@{arm_base.digest} (linux/arm64)",
@@ -214,6 +225,21 @@ def test_an_index_gets_a_parent_per_platform(store: Store) -> None:
     assert base_trailers(store, "app~2") == [f"base@{amd_base.digest}"]  # linux/arm/v7
     digest = str(digests.of(index.encode()))
     assert f"Manifest-Digest: {digest}" in git(store, "log", "-1", "--format=%B", "hroot/app")
+    assert_fsck_clean(store)
+
+
+def test_a_base_is_merged_once_until_it_moves(store: Store) -> None:
+    base = push(store, "base", "v1", [layer("os"), layer("libs")])
+    first_base_push = tip(store, "base")
+    app = push(store, "app", "v1", [*base.layers, layer("app")])
+    store.put_manifest("app", "latest", app.manifest)  # the same image, one more tag
+    push(store, "app", "v2", [*base.layers, layer("app v2")])
+    assert merges(store, "app") == [[first_base_push]]
+    assert base_trailers(store, "app") == [f"base@{base.digest}"]  # every push names it
+
+    base2 = push(store, "base", "v2", [layer("os 2"), layer("libs 2")])
+    push(store, "app", "v3", [*base2.layers, layer("app")])
+    assert merges(store, "app") == [[tip(store, "base")], [first_base_push]]
     assert_fsck_clean(store)
 
 
