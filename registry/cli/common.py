@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,6 +59,17 @@ def open_store(args: argparse.Namespace, create: bool = False) -> Store:
         fail(f"{path}: no registry here (give --data or set HROOT_DATA)")
     except StoreError as e:
         fail(repository.describe(e))
+
+
+@contextmanager
+def one_line_errors(subject: str | Path) -> Iterator[None]:
+    """A store error, or an OSError of `subject`, ends the command in one line, status 1."""
+    try:
+        yield
+    except StoreError as e:
+        fail(repository.describe(e))
+    except OSError as e:
+        fail(f"{subject}: {e.strerror or e}")
 
 
 def fail(message: str, status: int = 1) -> NoReturn:

@@ -15,9 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
-from registry.cli.common import add_data_option, add_json_option, fail, open_store, print_json
+from registry.cli.common import (
+    add_data_option,
+    add_json_option,
+    fail,
+    one_line_errors,
+    open_store,
+    print_json,
+)
 from registry.cli.progress import progress_bar
-from storage import Store, StoreError, archives, repository
+from storage import Store, archives
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,14 +64,11 @@ def run(args: argparse.Namespace) -> int:
         fail("not writing an archive to a terminal: redirect stdout or give -o FILE", status=2)
     store = open_store(args)
     try:
-        if to_stdout:
-            image = _export(store, args, name, tag or "latest", sys.stdout.buffer)
-        else:
-            image = _export_to_file(store, args, name, tag or "latest", Path(args.output))
-    except StoreError as e:
-        fail(repository.describe(e))
-    except OSError as e:
-        fail(f"{args.output}: {e.strerror or e}")
+        with one_line_errors(args.output):
+            if to_stdout:
+                image = _export(store, args, name, tag or "latest", sys.stdout.buffer)
+            else:
+                image = _export_to_file(store, args, name, tag or "latest", Path(args.output))
     finally:
         store.close()
     if args.json:

@@ -10,9 +10,15 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from registry.cli.common import add_data_option, add_json_option, fail, open_store, print_json
+from registry.cli.common import (
+    add_data_option,
+    add_json_option,
+    one_line_errors,
+    open_store,
+    print_json,
+)
 from registry.cli.progress import progress_bar
-from storage import StoreError, archives, repository
+from storage import archives
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,12 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     store = open_store(args, create=True)
     try:
-        with progress_bar("import") as progress:
+        with one_line_errors(args.source), progress_bar("import") as progress:
             imported = archives.import_images(store, args.source, args.name, progress)
-    except StoreError as e:
-        fail(repository.describe(e))
-    except OSError as e:
-        fail(f"{args.source}: {e.strerror or e}")
     finally:
         store.close()
     if args.json:

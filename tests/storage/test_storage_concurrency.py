@@ -6,8 +6,11 @@ import io
 import itertools
 import multiprocessing
 import os
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,28 @@ def test_pushes_survive_git_pack_refs(store: Store) -> None:
     assert store.tags("img") == ["v1", "v2"]
 
 
+@contextmanager
+def reading_tags(store: Store, repo: str) -> Iterator[list[BaseException]]:
+    """Four threads list repo's tags until the block ends; what they raised, if anything."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                store.tags(repo)
+            except Exception as error:
+                errors.append(error)
+
+    with ThreadPoolExecutor(4) as readers:
+        for _ in range(4):
+            readers.submit(read)
+        try:
+            yield errors
+        finally:
+            done.set()
+
+
 def test_reads_go_on_while_packed_refs_is_replaced(store: Store) -> None:
     """dulwich's cache of packed-refs, reloaded by one thread as another reads it, lost
     branches (NameUnknown) or raised TypeError: `git gc --auto` packs refs under load."""
@@ -114,23 +139,10 @@ def test_reads_go_on_while_packed_refs_is_replaced(store: Store) -> None:
     packed = (store.path / "packed-refs").read_text()
     tip = git(store, "rev-parse", "hroot/img").strip()
     padded = packed + "".join(f"{tip} refs/heads/padding/p{n:04d}\n" for n in range(2000))
-    errors: list[BaseException] = []
-    replacing = True
-
-    def read() -> None:
-        while replacing:
-            try:
-                store.tags("img")
-            except Exception as error:
-                errors.append(error)
-
-    with ThreadPoolExecutor(4) as readers:
-        for _ in range(4):
-            readers.submit(read)
+    with reading_tags(store, "img") as errors:
         for n in range(300):  # each a new file, as git writes it: the cache is reloaded
             (store.path / "packed-refs.new").write_text(padded if n % 2 else packed)
             os.replace(store.path / "packed-refs.new", store.path / "packed-refs")
-        replacing = False
     assert errors == []
 
 
@@ -148,22 +160,9 @@ def test_reads_go_on_while_pushes_remove_packed_staging_refs(store: Store) -> No
     padding = "".join(f"create refs/heads/padding/p{n:04d} {tip}\n" for n in range(2000))
     git(store, "update-ref", "--stdin", input_text=padding)  # a long packed-refs to read
     git(store, "pack-refs", "--all", "--prune")
-    errors: list[BaseException] = []
-    pushing = True
-
-    def read() -> None:
-        while pushing:
-            try:
-                store.tags("img")
-            except Exception as error:
-                errors.append(error)
-
-    with ThreadPoolExecutor(4) as readers:
-        for _ in range(4):
-            readers.submit(read)
+    with reading_tags(store, "img") as errors:
         for repo, manifest in images.items():
             store.put_manifest(repo, "v1", manifest)
-        pushing = False
     assert errors == []
     assert "refs/hroot/staging/" not in (store.path / "packed-refs").read_text()
 
