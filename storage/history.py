@@ -12,22 +12,22 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zstandard
+from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
 from storage import layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.index import TAG_ANNOTATION, Index
+from storage.layout import ObjectCache
 from storage.manifests import INDEX_TYPES
-
-if TYPE_CHECKING:
-    from storage.store import Store
+from storage.types import Manifest
 
 # `Base-Image: repo@digest`, or for one platform of an index `repo@digest (os/arch[/variant])`
 _BASE_IMAGE = re.compile(r"^(\S+)@(\S+)(?: \((\S+)\))?$")
@@ -267,19 +267,35 @@ class _Stored:
 # --- reading --------------------------------------------------------------------------------
 
 
+Tip = Callable[..., tuple[bytes | None, bytes | None]]  # (repo, must_exist) -> (commit, tree)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What History reads through: the store's caches, objects and refs (storage.store
+    hands them over, so that this module need not know the store)."""
+
+    cache: ObjectCache
+    objects: DiskObjectStore
+    tip: Tip
+    repositories: Callable[[], list[str]]
+    get_manifest: Callable[[str, str], Manifest]
+    size: Callable[[bytes], int]
+
+
 class History:
     """Reads for the `hroot` commands, through a store's caches and refs."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._cache = store._cache
-        self._objects = store._objects
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
+        self._cache = reads.cache
+        self._objects = reads.objects
 
     # log
     def log(self, repo: str, limit: int | None = None) -> Iterator[LogEntry]:
         """repo's own history, newest first, read one commit at a time (so `limit`
         commits of a branch 10,000 long cost `limit` commits); NameUnknown if no branch."""
-        tip, _ = self._store._tip(repo, must_exist=True)
+        tip, _ = self._reads.tip(repo, must_exist=True)
         assert tip is not None
         return self._entries(tip, limit)
 
@@ -364,11 +380,11 @@ class History:
         the child of that index for it. `inspect_layers` reads every layer (uncompressed
         sizes) and every other repository's tip (sharing); without, neither is read."""
         try:
-            manifest = self._store.get_manifest(repo, reference)
+            manifest = self._reads.get_manifest(repo, reference)
         except ManifestUnknown:
             sep = "@" if ":" in reference else ":"
             raise ManifestUnknown(f"{repo}{sep}{reference}") from None
-        tip, tree = self._store._tip(repo, must_exist=True)
+        tip, tree = self._reads.tip(repo, must_exist=True)
         stored = _Stored(
             manifest.digest,
             manifest.media_type,
@@ -444,9 +460,9 @@ class History:
             return []
         return [
             name
-            for name in self._store.repositories()
+            for name in self._reads.repositories()
             if name != repo
-            and layout.find_blob(self._cache, self._store._tip(name)[1], parsed) is not None
+            and layout.find_blob(self._cache, self._reads.tip(name)[1], parsed) is not None
         ]
 
     def _uncompressed_size(self, oid: bytes) -> int | None:
@@ -485,7 +501,7 @@ class History:
     def usage(self) -> Usage:
         """Every repository's tip: its counts and bytes, unique and shared."""
         tips: dict[str, bytes | None] = {
-            name: self._store._tip(name)[1] for name in self._store.repositories()
+            name: self._reads.tip(name)[1] for name in self._reads.repositories()
         }
         held: dict[str, dict[Digest, bytes]] = {
             name: layout.blobs(self._cache, tree) for name, tree in tips.items()
@@ -499,7 +515,7 @@ class History:
         for name, tree in tips.items():
             index = layout.read_index(self._cache, tree)
             for digest, oid in held[name].items():
-                sizes[digest] = self._store._size(oid)
+                sizes[digest] = self._reads.size(oid)
             total = sum(sizes[d] for d in held[name])
             unique = sum(sizes[d] for d in held[name] if holders[d] == 1)
             found.append(

@@ -649,9 +649,21 @@ class Store:
             return self._ref_locks.setdefault(ref, threading.Lock())
 
     # --- history (storage.history) ----------------------------------------
+    def _history(self) -> history.History:
+        return history.History(
+            history.Reads(
+                self._cache,
+                self._objects,
+                self._tip,
+                self.repositories,
+                self.get_manifest,
+                self._size,
+            )
+        )
+
     def log(self, repo: str, limit: int | None = None) -> Iterator[history.LogEntry]:
         """repo's own history, newest first, read as it is iterated; NameUnknown if none."""
-        return history.History(self).log(repo, limit)
+        return self._history().log(repo, limit)
 
     def image(
         self,
@@ -661,13 +673,13 @@ class Store:
         inspect_layers: bool = True,
     ) -> history.Image:
         """One manifest in detail (`hroot show`); with `platform`, that child of an index."""
-        return history.History(self).image(repo, reference, platform, inspect_layers)
+        return self._history().image(repo, reference, platform, inspect_layers)
 
     def diff(
         self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
     ) -> history.ImageDiff:
         """How image `new` differs from `old`, each a (repository, reference)."""
-        reader = history.History(self)
+        reader = self._history()
         return history.diff(
             reader.image(*old, platform, inspect_layers=False),
             reader.image(*new, platform, inspect_layers=False),
@@ -675,7 +687,7 @@ class Store:
 
     def usage(self) -> history.Usage:
         """Each repository's tags, manifests and bytes, unique to it or shared."""
-        return history.History(self).usage()
+        return self._history().usage()
 
 
 def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:
