@@ -8,17 +8,14 @@ tip, so concurrent writers (threads or processes) never lose each other's work.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import BinaryIO
 
-from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from storage import (
+    commits,
     digests,
     history,
     layout,
@@ -29,6 +26,7 @@ from storage import (
     refs,
     repository,
 )
+from storage.commits import Change
 from storage.digests import Digest
 from storage.errors import (
     BlobUnknown,
@@ -38,7 +36,7 @@ from storage.errors import (
     NameUnknown,
     StoreError,
 )
-from storage.index import Descriptor, Index
+from storage.index import Descriptor
 from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
@@ -49,50 +47,6 @@ from storage.uploads import Uploads
 __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
-_MERGED_DEPTH = 100  # commits back in which a base merged already is not merged again
-AUTHOR = b"hroot <hroot@localhost>"
-
-
-@dataclass
-class _Queued:
-    """An update waiting for its ref's writer; `done` once written (or failed)."""
-
-    done: bool = field(default=False, init=False)
-    error: BaseException | None = field(default=None, init=False)
-
-
-Q = TypeVar("Q", bound=_Queued)
-
-
-@dataclass
-class _StagingEdit(_Queued):
-    """Blobs to add to and remove from a staging tree."""
-
-    add: dict[Digest, bytes]
-    remove: set[Digest]
-
-
-@dataclass
-class _Change:
-    """What one attempt at a branch update wants: a new tree and the words for it."""
-
-    tree: bytes
-    summary: str
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    lineage: list[bytes] = field(default_factory=list)  # further parents: base image pushes
-    edit: lineage.Edit | None = None  # the manifest it pushes or removes, for the lineage index
-
-
-# what a branch update does on the tip (and its tree), writing its objects into the batch
-_ChangeFunction = Callable[[bytes | None, bytes | None, ObjectBatch], _Change | None]
-
-
-@dataclass
-class _QueuedChange(_Queued):
-    """A change for a branch; `must_exist`: NameUnknown if the branch has no commit."""
-
-    change: _ChangeFunction
-    must_exist: bool
 
 
 class Store:
@@ -108,13 +62,13 @@ class Store:
         self._refs = repo.refs
         refs.guard_packed_refs(self._refs)
         self._cache = ObjectCache(self._objects)
-        self._ref_locks: dict[bytes, threading.Lock] = {}
-        self._ref_locks_lock = threading.Lock()
-        self._queues: dict[bytes, list[_Queued]] = {}  # by ref: updates waiting
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
-        self._maintenance = Maintenance(self.path, gc_every)
+        maintenance = Maintenance(self.path, gc_every)
         self._lineage = lineage.Lineage(
             self.path, self._refs, self._objects, self._tree_of, self._stored_manifests
+        )
+        self._writer = commits.Writer(
+            self._objects, self._refs, self._cache, self._tip, self._lineage, maintenance
         )
 
     @classmethod
@@ -192,18 +146,18 @@ class Store:
         self._need_blob(repo, parsed)
         self._unstage(repo, {parsed})
 
-        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
             if layout.find_blob(self._cache, tree, parsed) is None:
                 return None
             index = layout.read_index(self._cache, tree)
-            return _Change(
+            return Change(
                 self._trees(batch).layout(tree, index, remove=[parsed]),
                 f"delete blob {repo}@{parsed}",
                 [("Blob-Digest", str(parsed))],
                 edit=lineage.Edit(str(parsed), None),  # a manifest without its blob is no base
             )
 
-        self._commit(repo, change)
+        self._writer.commit(repo, change)
 
     # --- uploads ----------------------------------------------------------
     def start_upload(self, repo: str) -> str:
@@ -259,7 +213,7 @@ class Store:
         taken: dict[Digest, bytes] = {}
         bases = self._lineage.bases(names.branch_ref(repo), self._images(repo, parsed))
 
-        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
             taken.clear()
             taken.update(self._referenced_blobs(repo, tree, parsed, batch))
             manifest_oid = batch.write(b"blob", body)  # once it is valid
@@ -276,9 +230,9 @@ class Store:
             trailers += [base.trailer() for base in bases]
             summary = f"push {where} {digest}" if tag else f"push {where}"
             edit = lineage.Edit(str(digest), parsed.layers)
-            return _Change(new_tree, summary, trailers, lineage.parents(bases), edit)
+            return Change(new_tree, summary, trailers, lineage.parents(bases), edit)
 
-        self._commit(repo, change)
+        self._writer.commit(repo, change)
         self._unstage(repo, set(taken))
         return Manifest(str(digest), parsed.media_type, body, _str(parsed.subject))
 
@@ -304,37 +258,37 @@ class Store:
         """Delete a manifest and every tag on it (one commit); its layers stay until gc."""
         parsed = digests.parse(digest)
 
-        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
             index = layout.read_index(self._cache, tree)
             if index.find(str(parsed)) is None:
                 raise ManifestUnknown(str(parsed))
             gone = index.tags_of(str(parsed))
             left = index.without_manifest(str(parsed))
-            return _Change(
+            return Change(
                 self._trees(batch).layout(tree, left, remove=[parsed]),
                 f"delete manifest {repo}@{parsed}",
                 [("Manifest-Digest", str(parsed))] + [("Tag", t) for t in gone],
                 edit=lineage.Edit(str(parsed), None),
             )
 
-        self._commit(repo, change, must_exist=True)
+        self._writer.commit(repo, change, must_exist=True)
 
     def delete_tag(self, repo: str, tag: str) -> None:
         """Remove a tag (one commit); the manifest stays, untagged if it was its last tag."""
         names.check_tag(tag)
 
-        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> _Change | None:
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
             index = layout.read_index(self._cache, tree)
             found = index.find(tag)
             if found is None:
                 raise ManifestUnknown(tag)
-            return _Change(
+            return Change(
                 self._trees(batch).layout(tree, index.without_tag(tag)),
                 f"delete tag {repo}:{tag}",
                 [("Tag", tag), ("Manifest-Digest", found["digest"])],
             )
 
-        self._commit(repo, change, must_exist=True)
+        self._writer.commit(repo, change, must_exist=True)
 
     def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> dict:
         """An OCI image index (as a dict) of the manifests whose subject is `digest`."""
@@ -475,178 +429,19 @@ class Store:
             taken[manifests.EMPTY_CONFIG_DIGEST] = empty
         return taken
 
-    def _commit(
-        self,
-        repo: str,
-        change: _ChangeFunction,
-        must_exist: bool = False,
-    ) -> None:
-        """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race.
-
-        Changes to one branch that arrive while another is being written are written
-        together after it: each is still a commit of its own, chained in the order
-        they came, but their objects are synced once and the branch moves once.
-        """
-        ref = names.branch_ref(repo)
-        self._queue(
-            ref,
-            _QueuedChange(change, must_exist),
-            lambda queued: self._commit_all(repo, ref, queued),
-        )
-
-    def _commit_all(self, repo: str, ref: bytes, queued: list[_QueuedChange]) -> None:
-        while True:
-            tip, tree = self._tip(repo)
-            head, head_tree = tip, tree
-            written: list[tuple[bytes, _Change]] = []  # (commit, its change), in order
-            with ObjectBatch(self._objects) as batch:
-                for item in queued:
-                    item.error = None
-                    try:
-                        done = self._write_change(repo, item, head, head_tree, batch)
-                    except StoreError as error:
-                        item.error = error
-                        continue
-                    if done is not None:
-                        written.append(done)
-                        head, head_tree = done[0], done[1].tree
-                if head is None or head == tip:
-                    return
-                batch.install()
-            if refs.compare_and_swap(self._refs, ref, tip, head):
-                self._maintenance.committed(len(written))
-                edits = [(commit, change.edit) for commit, change in written if change.edit]
-                self._lineage.committed(ref, tip, head, edits)
-                return
-
-    def _write_change(
-        self,
-        repo: str,
-        item: _QueuedChange,
-        tip: bytes | None,
-        tree: bytes | None,
-        batch: ObjectBatch,
-    ) -> tuple[bytes, _Change] | None:
-        """The commit of item's change on `tip`, and the change; None if it changes nothing."""
-        if item.must_exist and tip is None:
-            raise NameUnknown(repo)
-        wanted = item.change(tip, tree, batch)
-        if wanted is None or wanted.tree == tree:
-            return None
-        parents = [tip] if tip is not None else []
-        merged = self._merged_bases(tip)
-        bases = [base for base in wanted.lineage if base not in merged]
-        if bases:
-            if not parents:  # a base's parent comes second: first, the empty repository
-                empty = self._trees(batch).layout(None, Index.empty())
-                parents = [self._write_commit(batch, empty, [], f"create {repo}", [])]
-            parents += bases
-        commit = self._write_commit(batch, wanted.tree, parents, wanted.summary, wanted.trailers)
-        # the next change of this batch builds on a commit that is not on disk yet
-        self._cache.put("merged-bases", commit, merged | frozenset(bases), len(merged) + 1)
-        return commit, wanted
-
-    def _merged_bases(self, commit: bytes | None, depth: int = _MERGED_DEPTH) -> frozenset[bytes]:
-        """The base commits already merged into the last `depth` commits of `commit`'s
-        first-parent history (docs/format.md §4): a push on such a base, a tag pushed
-        again or the next build on an unchanged base, merges it no second time, which
-        would only repeat the same edge in `git log --graph`."""
-        if commit is None or depth == 0:
-            return frozenset()
-
-        def load() -> frozenset[bytes]:
-            parsed = self._objects[commit]
-            first = parsed.parents[0] if parsed.parents else None
-            return self._merged_bases(first, depth - 1) | frozenset(parsed.parents[1:])
-
-        return self._cache.get("merged-bases", commit, load, lambda found: len(found) + 1)
-
     def _trees(self, batch: ObjectBatch) -> TreeWriter:
         return TreeWriter(batch, self._cache)
-
-    def _write_commit(
-        self,
-        batch: ObjectBatch,
-        tree: bytes,
-        parents: list[bytes],
-        summary: str,
-        trailers: list[tuple[str, str]],
-    ) -> bytes:
-        commit = Commit()
-        commit.tree = tree
-        commit.parents = parents
-        commit.author = commit.committer = AUTHOR
-        commit.author_time = commit.commit_time = int(time.time())
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = _message(summary, trailers)
-        return batch.write(b"commit", commit.as_raw_string())
 
     def _stage(self, repo: str, add: dict[Digest, bytes]) -> None:
         """Put uploaded blobs on repo's staging tree, unless its layout has them already."""
         _, tree = self._tip(repo)
         add = {d: oid for d, oid in add.items() if layout.find_blob(self._cache, tree, d) is None}
         if add:
-            self._update_staging(repo, _StagingEdit(add, set()))
+            self._writer.update_staging(repo, add, set())
 
     def _unstage(self, repo: str, remove: set[Digest]) -> None:
         if remove:
-            self._update_staging(repo, _StagingEdit({}, remove))
-
-    def _update_staging(self, repo: str, edit: _StagingEdit) -> None:
-        """Apply `edit` to the staging tree, with every other edit queued meanwhile.
-
-        Eight clients uploading into one repository would otherwise take turns
-        writing the staging tree once each; whoever holds the ref writes for all.
-        """
-        ref = names.staging_ref(repo)
-        self._queue(ref, edit, lambda edits: self._apply_staging(repo, ref, edits))
-
-    def _apply_staging(self, repo: str, ref: bytes, edits: list[_StagingEdit]) -> None:
-        add: dict[Digest, bytes] = {}
-        remove: set[Digest] = set()
-        for edit in edits:  # in order: a later edit wins over an earlier one
-            for digest in edit.remove:
-                add.pop(digest, None)
-                remove.add(digest)
-            for digest, oid in edit.add.items():
-                remove.discard(digest)
-                add[digest] = oid
-        while True:
-            staged = self._staged(repo)
-            with ObjectBatch(self._objects) as batch:
-                new = self._trees(batch).staging(staged, add, remove)
-                if new == staged:
-                    return
-                batch.install()
-            if refs.compare_and_swap(self._refs, ref, staged, new):
-                return
-
-    def _queue(self, ref: bytes, item: Q, write: Callable[[list[Q]], None]) -> None:
-        """Queue an update of `ref`; whoever next holds the ref's writer lock writes
-        everything queued by then, with `write`. Raises the update's own error."""
-        with self._ref_locks_lock:
-            self._queues.setdefault(ref, []).append(item)
-        with self._writing(ref):
-            if not item.done:
-                with self._ref_locks_lock:  # one ref's queue holds one kind of update
-                    queued = cast(list[Q], self._queues.pop(ref, []))
-                try:
-                    write(queued)
-                except BaseException as error:  # nothing was written: it is everyone's
-                    for other in queued:
-                        other.error = error
-                finally:
-                    for other in queued:
-                        other.done = True
-        if item.error is not None:
-            raise item.error
-
-    def _writing(self, ref: bytes) -> threading.Lock:
-        """One writer per ref in this process: threads that raced would each rebuild the
-        whole tree (10,000 entries for a big repository) only for all but one to retry.
-        Other processes are still kept apart by the compare-and-swap alone."""
-        with self._ref_locks_lock:
-            return self._ref_locks.setdefault(ref, threading.Lock())
+            self._writer.update_staging(repo, {}, remove)
 
     # --- history (storage.history) ----------------------------------------
     def _history(self) -> history.History:
@@ -688,11 +483,6 @@ class Store:
     def usage(self) -> history.Usage:
         """Each repository's tags, manifests and bytes, unique to it or shared."""
         return self._history().usage()
-
-
-def _message(summary: str, trailers: list[tuple[str, str]]) -> bytes:
-    lines = [summary, ""] + [f"{key}: {value}" for key, value in trailers]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def _page(items: list[str], n: int | None, last: str | None) -> list[str]:
