@@ -1,0 +1,77 @@
+"""Moving branches between registries with git's own transport (docs/format.md §7).
+
+A registry's repositories are its `refs/heads/hroot/*` branches, so `git fetch` is
+how another registry (a URL of hroot's `/git/` endpoint, a path, or a bundle file)
+is copied in: git negotiates what the receiving side lacks and sends only that.
+The git command line does the work; this module says which refs, and reports what
+moved. Staging refs and upload spools never travel.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.errors import StoreError
+from storage.names import BRANCH_PREFIX
+
+BRANCHES = BRANCH_PREFIX.decode() + "*"  # refs/heads/hroot/*
+REFSPEC = f"+{BRANCHES}:{BRANCHES}"
+
+
+class TransportError(StoreError):
+    message = "git could not fetch"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch changed: refs (full names) with their old and new commit, None for none."""
+
+    changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def branches(gitdir: Path) -> dict[str, str]:
+    """Every `refs/heads/hroot/*` branch of the repository and its commit, as git sees them."""
+    listed = _git(
+        gitdir, "for-each-ref", "--format=%(refname) %(objectname)", BRANCH_PREFIX.decode()
+    )
+    return dict(line.split(" ", 1) for line in listed.splitlines() if line)  # type: ignore[misc]
+
+
+def fetch(gitdir: Path, source: str, prune: bool = False, timeout: float = 3600) -> Fetched:
+    """`git fetch` the registry branches of `source` into `gitdir`, each set to what the
+    source says; with `prune`, branches the source no longer has are deleted too.
+
+    A branch that hroot moves while the fetch runs is left as hroot wrote it: git
+    updates each ref only from the value it read at the start.
+    """
+    before = branches(gitdir)
+    args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+    if prune:
+        args.append("--prune")
+    _git(gitdir, *args, source, REFSPEC, timeout=timeout)
+    after = branches(gitdir)
+    return Fetched(
+        {
+            ref: (before.get(ref), after.get(ref))
+            for ref in sorted(before.keys() | after.keys())
+            if before.get(ref) != after.get(ref)
+        }
+    )
+
+
+def _git(gitdir: Path, *args: str, timeout: float = 600) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "--git-dir", str(gitdir), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise TransportError(f"git {args[0]}: {error}") from None
+    if done.returncode != 0:
+        raise TransportError(f"git {args[0]}: {done.stderr.strip() or done.returncode}")
+    return done.stdout
