@@ -50,6 +50,7 @@ STATUS: dict[type[StoreError], int] = {
     e.ManifestUnknown: 404,
     e.ManifestBlobUnknown: 400,
     e.Unsupported: 415,
+    e.Denied: 403,
     PaginationNumberInvalid: 400,
     RangeNotSatisfiable: 416,
 }

@@ -94,3 +94,8 @@ class ManifestBlobUnknown(StoreError):
 class Unsupported(StoreError):
     code = "UNSUPPORTED"
     message = "the operation is unsupported"
+
+
+class Denied(StoreError):
+    code = "DENIED"
+    message = "requested access to the resource is denied"
