@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from registry import follow
 from registry.common import CONFIG, STORE
 from registry.config import Config
 from registry.logs import quiet_client_garbage
@@ -21,6 +22,7 @@ log = logging.getLogger("hroot.registry")
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the app; without `store`, open (or create) the one at config.data and own it.
+    With config.follow it is a read-only follower of that primary (registry.follow).
 
     A store passed in stays the caller's to close.
     """
@@ -31,6 +33,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         store = Store.open(config.data, create=True)
         app.on_cleanup.append(_close_store)
     app[STORE] = store
+    if config.follow is not None:
+        follow.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,11 @@ class Config:
     max_page_size: int = 10_000
     # Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     shutdown_timeout: float = 10.0
+    # The primary a read-only follower keeps in step with: a `http://…/git/` URL or a path
+    # (registry.follow); None serves as a primary, taking pushes.
+    follow: str | None = None
+    # Seconds between two fetches from `follow`.
+    follow_interval: float = 5.0
 
     @property
     def listen(self) -> str:
@@ -56,6 +62,10 @@ def _checked(config: Config, source: str) -> Config:
             raise ConfigError(f"{source}: {name} must be a positive integer")
     if config.shutdown_timeout < 0:
         raise ConfigError(f"{source}: shutdown_timeout must not be negative")
+    if config.follow == "":
+        raise ConfigError(f"{source}: follow must be a URL or a path, not empty")
+    if not 0 < config.follow_interval < math.inf:
+        raise ConfigError(f"{source}: follow_interval must be a positive number of seconds")
     return config
 
 
@@ -79,6 +89,9 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{source}: {key} must be a path string")
             value = Path(value)
+        elif default is None:  # an optional string
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {key} must be a string")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif type(value) is not type(default):

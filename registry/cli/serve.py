@@ -1,8 +1,9 @@
 """`hroot serve`: run the registry until SIGINT or SIGTERM.
 
 Everything that can be refused is checked before anything is created on disk: the
-flags and the config, the repository path (storage.repository.check), then the
-listening socket is bound; only then is a new repository created or an old one adopted.
+flags and the config (a --follow source included), the repository path
+(storage.repository.check), then the listening socket is bound; only then is a new
+repository created or an old one adopted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 
 from aiohttp import web
 
+from registry import follow
 from registry.app import create_app
 from registry.cli.common import add_data_option
 from registry.config import LOG_LEVELS, Config, ConfigError, load_config
@@ -45,14 +47,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"least severe log messages shown; info logs one line per request "
         f"(default {defaults.log_level})",
     )
+    serve.add_argument(
+        "--follow",
+        metavar="URL",
+        help="be a read-only follower of this primary: its git endpoint "
+        "(http://HOST:PORT/git/) or the path of its repository. The follower serves pulls "
+        "from the start, fetches in the background, and refuses pushes and deletes",
+    )
+    serve.add_argument(
+        "--follow-interval",
+        metavar="SECONDS",
+        type=float,
+        help=f"seconds between two fetches from --follow (default {defaults.follow_interval:g})",
+    )
     return serve
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(
-            args.config, listen=args.listen, data=args.data, log_level=args.log_level
+            args.config,
+            listen=args.listen,
+            data=args.data,
+            log_level=args.log_level,
+            follow=args.follow,
+            follow_interval=args.follow_interval,
         )
+        if config.follow is not None:
+            follow.check_source(config.follow, config.data)
     except ConfigError as e:
         args.parser.exit(2, f"hroot: {e}\n")
     setup_logging(config.log_level)
