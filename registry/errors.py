@@ -35,6 +35,16 @@ class RangeNotSatisfiable(StoreError):
         super().__init__(detail)
 
 
+class GitRequestFailed(StoreError):
+    """A request to /git/ that `git upload-pack` (or its body) failed before any answer went out.
+
+    Mostly the client's doing (a want it may not have, a malformed request), hence 400.
+    """
+
+    code = "UNKNOWN"
+    message = "the git request failed"
+
+
 STATUS: dict[type[StoreError], int] = {
     e.NameInvalid: 400,
     e.NameUnknown: 404,
@@ -53,6 +63,7 @@ STATUS: dict[type[StoreError], int] = {
     e.Denied: 403,
     PaginationNumberInvalid: 400,
     RangeNotSatisfiable: 416,
+    GitRequestFailed: 400,
 }
 
 # Errors aiohttp itself raises (no route, wrong method): the OCI code each is reported as.
