@@ -9,11 +9,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY storage ./storage
 COPY registry ./registry
 COPY bench ./bench
-RUN python -m pip install --no-cache-dir . && rm -rf /src
+RUN python -m pip install --no-cache-dir -c constraints.txt . && rm -rf /src
 
 # Data lives in /data (a volume); the server runs as an unprivileged user that owns it.
 RUN useradd --system --home-dir /data hroot && mkdir /data && chown hroot:hroot /data
