@@ -10,7 +10,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from storage import Store, digests
+from storage import Store, digests, names
 from tests.documents import image_manifest
 
 
@@ -24,6 +24,37 @@ def git(store: Store, *args: str, input_text: str | None = None) -> str:
     )
     assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
     return result.stdout
+
+
+def edit_tip(store: Store, repo: str, files: dict[str, bytes | None]) -> str:
+    """Commit on repo's branch its tip with `files` (paths in the layout) set to these
+    bytes, or removed where None, by hand with git plumbing as a person could; the commit.
+
+    Nothing checks what is written: this is how the tests make a damaged registry.
+    """
+    branch = names.branch_ref(repo).decode()
+    env = {**os.environ, "GIT_INDEX_FILE": str(store.path / "edit-tip.index")}
+
+    def plumbing(*args: str, data: bytes | None = None) -> str:
+        done = subprocess.run(
+            ["git", "--git-dir", str(store.path), *args], input=data, env=env, capture_output=True
+        )
+        assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr.decode()}"
+        return done.stdout.decode().strip()
+
+    plumbing("read-tree", branch)
+    lines = [
+        f"100644 {plumbing('hash-object', '-w', '--stdin', data=data)}\t{path}"
+        if data is not None
+        else f"0 {'0' * 40}\t{path}"  # mode 0: remove the entry
+        for path, data in files.items()
+    ]
+    plumbing("update-index", "--index-info", data="\n".join(lines).encode() + b"\n")
+    tree = plumbing("write-tree")
+    commit = plumbing("commit-tree", tree, "-p", branch, "-m", "edited by hand")
+    plumbing("update-ref", branch, commit)
+    os.unlink(env["GIT_INDEX_FILE"])
+    return commit
 
 
 def assert_fsck_clean(store: Store) -> None:

@@ -1,0 +1,166 @@
+"""Checks of what the registry's branches hold (docs/format.md §2-3), for `hroot fsck`
+and for `hroot bundle apply`, which must not let a corrupt bundle in.
+
+`git fsck` proves the git objects are whole; it cannot know that a file named
+`blobs/sha256/<hex>` must hash to that digest, that index.json must list manifests
+that are there, or that a manifest's layers must be beside it. These checks read
+each branch's tip as hroot serves it and say, in words, what is wrong. Blob bytes
+are streamed (memory stays flat for any layer size) and hashed once per git object
+per run, however many branches share the blob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from dulwich.repo import Repo
+
+from storage import digests, manifests, names, objects
+from storage.digests import Digest
+from storage.errors import StoreError
+from storage.layout import FILE_MODE, ObjectCache, entry, find_blob
+
+
+class Checker:
+    """One run of checks over one repository: its object caches live as long as it does."""
+
+    def __init__(self, gitdir: Path) -> None:
+        self._repo = Repo(str(gitdir))
+        self._objects = self._repo.object_store
+        self._objects.loose_object_size_limit = 1 << 40  # as Store does: big index.json
+        self._cache = ObjectCache(self._objects)
+        self._hashes: dict[tuple[bytes, str], str | None] = {}  # (oid, alg) -> hex; None: lost
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def tips(self) -> dict[str, str]:
+        """Every `refs/heads/hroot/*` branch and its commit."""
+        found = self._repo.refs.as_dict(names.BRANCH_PREFIX)
+        return {(names.BRANCH_PREFIX + k).decode(): v.decode() for k, v in found.items()}
+
+    def branch(self, ref: str, commit: str) -> list[str]:
+        """The problems of branch `ref` (a full ref name) at `commit`; empty when clean."""
+        found: list[str] = []
+        try:
+            found.extend(self._branch(ref, commit))
+        except KeyError as e:  # a tree or index.json git lacks: `git fsck` says more
+            missing = e.args[0] if e.args else "?"
+            found.append(f"git object {_text(missing)} is missing")
+        where = ref.removeprefix("refs/heads/")
+        return [f"{where}: {problem}" for problem in found]
+
+    def _branch(self, ref: str, commit: str) -> Iterator[str]:
+        encoded = ref.encode().removeprefix(names.BRANCH_PREFIX)
+        if not _decodes(encoded):
+            yield "the branch name is no repository name (docs/format.md §2)"
+        try:
+            tree = self._objects[commit.encode()].tree
+        except KeyError:
+            yield f"commit {commit} is missing"
+            return
+        if entry(self._cache, tree, b"oci-layout") is None:
+            yield "oci-layout is missing"
+        yield from self._manifests(tree)
+        yield from self._blob_hashes(tree)
+
+    def _manifests(self, tree: bytes) -> Iterator[str]:
+        """index.json parses; each manifest it lists is there, whole, and has its blobs."""
+        index_oid = entry(self._cache, tree, b"index.json")
+        if index_oid is None:
+            yield "index.json is missing"
+            return
+        try:
+            raw = self._cache.raw_uncached(index_oid)
+            listed = manifests.parse(raw, manifests.OCI_INDEX, max_size=len(raw)).children
+        except StoreError as e:
+            yield f"index.json: {e.detail or e.message}"
+            return
+        for descriptor in {d.digest: d for d in listed}.values():
+            oid = find_blob(self._cache, tree, descriptor.digest)
+            if oid is None:
+                yield f"index.json lists {descriptor.digest}; {_path(descriptor.digest)} is missing"
+                continue
+            try:
+                body = self._cache.raw(oid)
+                parsed = manifests.parse(body, max_size=len(body))
+            except KeyError:
+                continue  # a missing object: _blob_hashes says so
+            except StoreError as e:
+                yield f"manifest {descriptor.digest} does not parse: {e.detail or e.message}"
+                continue
+            if len(body) != descriptor.size:
+                yield (
+                    f"manifest {descriptor.digest} has {len(body)} bytes, "
+                    f"index.json says {descriptor.size}"
+                )
+            for ref in [*parsed.blobs, *parsed.children]:  # a subject may live elsewhere
+                if find_blob(self._cache, tree, ref.digest) is None:
+                    yield f"manifest {descriptor.digest} needs {ref.digest}, which is missing"
+
+    def _blob_hashes(self, tree: bytes) -> Iterator[str]:
+        """Each `blobs/<alg>/<hex>` is a file whose bytes hash to the digest it is named by."""
+        root = entry(self._cache, tree, b"blobs")
+        if root is None:
+            return
+        for algorithm, (_, by_hex) in sorted(self._cache.tree(root).items()):
+            for name, (mode, oid) in sorted(self._cache.tree(by_hex).items()):
+                path = f"blobs/{algorithm.decode()}/{name.decode()}"
+                try:
+                    digest = digests.parse(f"{algorithm.decode()}:{name.decode()}")
+                except StoreError:
+                    yield f"{path}: the name is no digest"
+                    continue
+                if mode != FILE_MODE:
+                    yield f"{path}: not a file (mode {mode:o})"
+                    continue
+                found = self._hash(oid, digest.algorithm)
+                if found is None:
+                    yield f"{path}: git object {oid.decode()} is missing"
+                elif found != digest.hex:
+                    yield f"{path}: content hashes to {digest.algorithm}:{found}"
+
+    def _hash(self, oid: bytes, algorithm: str) -> str | None:
+        """The blob's digest, streamed and remembered; None if git lacks the object."""
+        key = (oid, algorithm)
+        if key not in self._hashes:
+            hasher = Digest(algorithm, "").hasher()
+            try:
+                with objects.open_blob(self._objects, oid.decode()) as reader:
+                    while chunk := reader.read(objects.CHUNK):
+                        hasher.update(chunk)
+                self._hashes[key] = hasher.hexdigest()
+            except KeyError:
+                self._hashes[key] = None
+        return self._hashes[key]
+
+
+def check(gitdir: Path, tips: Mapping[str, str] | None = None) -> list[str]:
+    """The problems of branches `tips` (full ref name -> commit; None: every `hroot/`
+    branch at its tip), each a line for a person; empty when all is well."""
+    with Checker(gitdir) as checker:
+        chosen = checker.tips() if tips is None else tips
+        return [problem for ref in sorted(chosen) for problem in checker.branch(ref, chosen[ref])]
+
+
+def _decodes(encoded: bytes) -> bool:
+    """Whether a branch's name is one that names.encode gives for some repository name."""
+    try:
+        return names.encode(names.decode(encoded)) == encoded
+    except (StoreError, UnicodeDecodeError):
+        return False
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _path(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex}"
