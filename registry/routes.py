@@ -1,4 +1,4 @@
-"""The route table of the OCI distribution API.
+"""The route table of the OCI distribution API, and of read-only git over HTTP (/git/).
 
 Repository names contain slashes, so `{name}` matches greedily up to the LAST `/blobs/`,
 `/manifests/`, `/tags/list` or `/referrers/`; the store validates the name itself. Routes are
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry import base, blobs, catalog, manifests, referrers, tags, uploads
+from registry import base, blobs, catalog, githttp, manifests, referrers, tags, uploads
 
 REPO = "/v2/{name:.+}"
 
@@ -29,4 +29,8 @@ ROUTES: list[web.RouteDef] = [
     web.get(REPO + "/manifests/{reference}", manifests.get_manifest),
     web.put(REPO + "/manifests/{reference}", manifests.put_manifest),
     web.delete(REPO + "/manifests/{reference}", manifests.delete_manifest),
+    # Read-only git over HTTP (smart protocol only); any other /git/ path is a 404.
+    web.get("/git/info/refs", githttp.advertise_refs),
+    web.post("/git/git-upload-pack", githttp.upload_pack_rpc),
+    web.post("/git/git-receive-pack", githttp.refuse_push),
 ]
