@@ -414,7 +414,11 @@ def open_blob(store: DiskObjectStore, oid: str) -> ObjectReader:
 def _open_loose(store: DiskObjectStore, oid: str) -> ObjectReader:
     file = open(os.path.join(store.path, oid[:2], oid[2:]), "rb")  # noqa: SIM115 (reader owns it)
     try:
-        head = zlib.decompressobj().decompress(file.read(64), 64)
+        # git's own zlib (core.looseCompression) may spend a hundred bytes or more on a
+        # dynamic Huffman table before the header's first byte: inflate until its NUL.
+        inflate, head = zlib.decompressobj(), b""
+        while b"\x00" not in head and len(head) < 64 and (chunk := file.read(512)):
+            head += inflate.decompress(chunk, 64 - len(head))
         header, _, _ = head.partition(b"\x00")
         kind, _, size = header.partition(b" ")
         if kind != b"blob" or not size.isdigit():

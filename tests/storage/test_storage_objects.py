@@ -4,6 +4,7 @@ loose or packed, they read back byte for byte, from any offset."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import zlib
@@ -52,6 +53,37 @@ def test_objects_written_by_hroot_and_by_git_read_back(repo: Repo, kind: str, of
     assert theirs.decode().strip() == ours  # same object id, whoever wrote it
     assert read_from(repo, ours, offset) == data[offset:]
     assert git(repo, "cat-file", "blob", ours) == data
+
+
+# A docker image config: git's zlib spends so much of a loose object's first 64 bytes on
+# a Huffman table that they inflate to `blob 10`, not the whole `blob 1053\0`.
+KEYS = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "Tty"]
+KEYS += ["OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir", "Entrypoint"]
+DOCKER_CONFIG = json.dumps(
+    {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": dict.fromkeys([*KEYS, "OnBuild", "Labels"], "")
+        | {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+        | {"Image": "sha256:44ba5188b5612b6924f138a6980a9932a484caa87c1a73b72591523acf561fb2"},
+        "container_config": dict.fromkeys([*KEYS, "OnBuild", "Labels"], False),
+        "created": "2026-11-29T20:07:58.123456789Z",
+        "docker_version": "20.10.24",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0123456789abcdef" * 4] * 3},
+    },
+    separators=(",", ":"),
+).encode()
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_loose_objects_git_wrote_first_read_back(repo: Repo, level: int) -> None:
+    """As `git fetch` leaves them (unpacked, compressed by git's zlib), whatever the length
+    of the Huffman table before the `blob <size>` header."""
+    for data in [DOCKER_CONFIG, CONTENTS["text"][:5000], os.urandom(2000), b""]:
+        oid = git(
+            repo, "-c", f"core.looseCompression={level}", "hash-object", "-w", "--stdin", stdin=data
+        )
+        assert read_from(repo, oid.decode().strip(), 0) == data
 
 
 @pytest.mark.parametrize("size", [objects.PARALLEL_HASH_SIZE - 1, objects.PARALLEL_HASH_SIZE])
