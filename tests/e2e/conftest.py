@@ -134,8 +134,9 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def serving(data: Path, log: Path) -> Iterator[Hroot]:
-    """`python -m registry serve` of the repository `data` on a free loopback port."""
+def serving(data: Path, log: Path, *flags: str) -> Iterator[Hroot]:
+    """`python -m registry serve` of the repository `data` on a free loopback port, with
+    more `flags` if given."""
     need_tool("git")
     host = f"127.0.0.1:{free_port()}"
     server = Hroot(host=host, data=data, log=log)
@@ -148,6 +149,7 @@ def serving(data: Path, log: Path) -> Iterator[Hroot]:
         host,
         "--data",
         server.data,
+        *flags,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with running(
