@@ -81,9 +81,9 @@ def _create(args: argparse.Namespace, gitdir: Path) -> int:
             }
         )
     elif written:
-        print(
-            f"wrote {created.file}: {len(created.repositories)} repositories, {created.size} bytes"
-        )
+        count = len(created.repositories)
+        what = "repository" if count == 1 else "repositories"
+        print(f"wrote {created.file}: {count} {what}, {created.size} bytes")
     else:
         print(f"nothing new since {args.since}: {args.file} not written")
     return 0

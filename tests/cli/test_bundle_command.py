@@ -22,7 +22,7 @@ def test_create_then_apply_into_a_new_registry(tmp_path: Path) -> None:
     created = hroot("bundle", "create", bundle, "library/app", "--data", source)
     assert created.returncode == 0, created.stderr
     size = bundle.stat().st_size
-    assert created.stdout.decode() == f"wrote {bundle}: 1 repositories, {size} bytes\n"
+    assert created.stdout.decode() == f"wrote {bundle}: 1 repository, {size} bytes\n"
     assert created.stderr == b""  # git's progress only on a terminal
 
     target = tmp_path / "target.git"  # not there yet: apply creates it
