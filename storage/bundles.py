@@ -5,10 +5,10 @@ verify FILE` checks one without hroot. An incremental bundle (`since`) leaves ou
 an earlier bundle, or the history before a date, holds; it records the commits it
 builds on as prerequisites, and git refuses to apply it where they are missing.
 
-Applying one fetches its branches (never deleting others) and then checks them as
-`hroot fsck` does (storage.verify): git proves the objects whole, not that a file
-named by a digest holds those bytes. A branch that fails the check, and every other
-branch the same bundle moved, goes back to where it was.
+Applying one fetches its branches where no client reads (storage.transport.incoming),
+checks them as `hroot fsck` does (storage.verify: git proves the objects whole, not
+that a file named by a digest holds those bytes), and only then moves the registry's
+branches, never deleting others: a damaged bundle changes nothing a client can see.
 """
 
 from __future__ import annotations
@@ -116,23 +116,25 @@ def apply(gitdir: Path, file: Path) -> Applied:
     if not heads(gitdir, file):
         raise BundleError(file, message="the bundle holds no hroot/ branches")
     _check_prerequisites(gitdir, file)
-    fetched = transport.fetch(gitdir, str(file))
-    moved: dict[str, tuple[str | None, str]] = {}
-    added, updated, kept = [], [], []
-    for ref, (old, new) in fetched.changed.items():
-        if new is None:
-            continue  # no prune: never, but the types allow it
-        moved[ref] = (old, new)
-        if old is None:
-            added.append(ref)
-        elif _ancestor(gitdir, new, old):
-            kept.append(ref)
-        else:
-            updated.append(ref)
-    problems = verify.check(gitdir, {ref: moved[ref][1] for ref in added + updated})
-    problems += _put_back(gitdir, {ref: moved[ref] for ref in (moved if problems else kept)})
-    if problems:
-        raise BundleRejected(file, problems)
+    with transport.incoming(gitdir, str(file)) as fetched:
+        current = transport.branches(gitdir)
+        changed = {ref: new for ref, new in fetched.items() if current.get(ref) != new}
+        added = [ref for ref in changed if ref not in current]
+        kept = [
+            ref
+            for ref in changed
+            if ref in current and _ancestor(gitdir, changed[ref], current[ref])
+        ]
+        updated = [ref for ref in changed if ref in current and ref not in kept]
+        problems = verify.check(gitdir, {ref: changed[ref] for ref in added + updated})
+        if problems:
+            raise BundleRejected(file, problems)
+        moves = {ref: (current.get(ref), changed[ref]) for ref in added + updated}
+        moved_meanwhile = _move(gitdir, moves)
+    if moved_meanwhile:
+        raise BundleError(
+            ", ".join(moved_meanwhile), message="pushed to while the bundle was applied; not moved"
+        )
     return Applied(_repositories(added), _repositories(updated), _repositories(kept))
 
 
@@ -170,19 +172,19 @@ def _ancestor(gitdir: Path, commit: str, of: str) -> bool:
     return _git(gitdir, "merge-base", "--is-ancestor", commit, of).returncode == 0
 
 
-def _put_back(gitdir: Path, moved: dict[str, tuple[str | None, str]]) -> list[str]:
-    """Move each branch from its new commit back to its old one (None: delete it); a
-    branch that moved again meanwhile (a push on top) is left alone and reported."""
+def _move(gitdir: Path, moves: dict[str, tuple[str | None, str]]) -> list[str]:
+    """Move each checked branch from the commit it had (None: none) to the bundle's; the
+    repositories of branches pushed to meanwhile, which are left as the push made them."""
     left: list[str] = []
     repo = Repo(str(gitdir))
     try:
-        for ref, (old, new) in sorted(moved.items()):
-            back = old.encode() if old is not None else None
-            if not refs.compare_and_swap(repo.refs, ref.encode(), new.encode(), back):
-                left.append(f"{ref.removeprefix('refs/heads/')}: moved meanwhile; not put back")
+        for ref, (old, new) in sorted(moves.items()):
+            expected = old.encode() if old is not None else None
+            if not refs.compare_and_swap(repo.refs, ref.encode(), expected, new.encode()):
+                left.append(ref)
     finally:
         repo.close()
-    return left
+    return _repositories(left)
 
 
 def _repositories(branch_refs: Iterable[str]) -> list[str]:

@@ -9,7 +9,10 @@ moved. Staging refs and upload spools never travel.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from storage.names import BRANCH_PREFIX
 
 BRANCHES = BRANCH_PREFIX.decode() + "*"  # refs/heads/hroot/*
 REFSPEC = f"+{BRANCHES}:{BRANCHES}"
+INCOMING_PREFIX = "refs/hroot/incoming/"  # docs/format.md §5: fetched, not yet checked
 
 
 class TransportError(StoreError):
@@ -59,6 +63,43 @@ def fetch(gitdir: Path, source: str, prune: bool = False, timeout: float = 3600)
             if before.get(ref) != after.get(ref)
         }
     )
+
+
+@contextmanager
+def incoming(gitdir: Path, source: str, timeout: float = 3600) -> Iterator[dict[str, str]]:
+    """Fetch the registry branches of `source` where no reader looks, for checking first.
+
+    Yields {branch ref: fetched commit}, the branches as `refs/heads/hroot/…` names;
+    they sit under `refs/hroot/incoming/<id>/` meanwhile (reachable, so no gc takes
+    their objects), and are gone when the block ends, whatever happened in it.
+    """
+    prefix = f"{INCOMING_PREFIX}{secrets.token_hex(8)}/"
+    try:
+        _git(
+            gitdir,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            source,
+            f"+{BRANCHES}:{prefix}*",
+            timeout=timeout,
+        )
+        listed = _git(gitdir, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+        fetched = dict(line.split(" ", 1) for line in listed.splitlines() if line)
+        yield {
+            BRANCH_PREFIX.decode() + ref.removeprefix(prefix): oid for ref, oid in fetched.items()
+        }
+    finally:
+        left = _git(gitdir, "for-each-ref", "--format=delete %(refname)", prefix)
+        if left:
+            subprocess.run(
+                ["git", "--git-dir", str(gitdir), "update-ref", "--stdin"],
+                input=left,
+                text=True,
+                capture_output=True,
+                check=False,
+            )
 
 
 def _git(gitdir: Path, *args: str, timeout: float = 600) -> str:

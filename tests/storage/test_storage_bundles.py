@@ -181,6 +181,7 @@ def test_a_bundle_with_a_tampered_blob_changes_nothing(store: Store, tmp_path: P
     swapped = digests.of(b"a layer swapped by hand")
     assert rejected.value.problems == [f"hroot/library+app: {path}: content hashes to {swapped}"]
     assert refs(target) == before  # the app as it was, and no newcomer
+    assert git(target, "for-each-ref", "refs/hroot/") == ""  # nor what was checked
     assert target.repositories() == ["library/app"]
     assert target.get_manifest("library/app", "v1").digest == app.digest
     target.close()
