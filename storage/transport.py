@@ -9,6 +9,7 @@ moved. Staging refs and upload spools never travel.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,16 @@ from storage.names import BRANCH_PREFIX
 BRANCHES = BRANCH_PREFIX.decode() + "*"  # refs/heads/hroot/*
 REFSPEC = f"+{BRANCHES}:{BRANCHES}"
 INCOMING_PREFIX = "refs/hroot/incoming/"  # docs/format.md §5: fetched, not yet checked
+# No git here may ask a terminal for a password (a server has nobody to answer: a primary
+# that wants one fails the fetch instead of hanging it), and objects a fetch unpacks are
+# written loose as hroot writes them, uncompressed: zlib over layers that are compressed
+# already took most of a follower's fetch time (bench/replication.py).
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "core.looseCompression",
+    "GIT_CONFIG_VALUE_0": "0",
+}
 
 
 class TransportError(StoreError):
@@ -106,6 +117,7 @@ def _git(gitdir: Path, *args: str, timeout: float = 600) -> str:
     try:
         done = subprocess.run(
             ["git", "--git-dir", str(gitdir), *args],
+            env={**os.environ, **GIT_ENV},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
