@@ -44,6 +44,13 @@ def objects(data: Path) -> int:
     return int(counts["count"]) + int(counts["in-pack"])
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def push(data: Path, repo: str) -> None:
     store = Store.open(data)
     try:
@@ -136,12 +143,33 @@ def test_sync_adds_only_the_objects_missing(source: Path, tmp_path: Path) -> Non
     ["missing", "not-a-repository", "http://127.0.0.1:{port}/git/", "ftp://example/x"],
 )
 def test_sync_from_a_bad_source_says_so_in_one_line(where: str, tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port that nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     (tmp_path / "not-a-repository").mkdir()
     source = where.format(port=port) if "://" in where else str(tmp_path / where)
     done = hroot("sync", source, "--data", tmp_path / "target.git")
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("hroot: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--follow", "{tmp}/missing"], "missing is neither a folder"),
+        (["--follow", "{tmp}/target.git"], "is this registry itself"),
+        (["--follow", "{tmp}", "--follow-interval", "0"], "follow_interval must be a positive"),
+    ],
+)
+def test_serve_refuses_a_follow_it_cannot_use_before_creating_anything(
+    flags: list[str], said: str, tmp_path: Path
+) -> None:
+    """The source checks `hroot sync` makes, made by `hroot serve --follow` before it binds
+    its port or creates its repository."""
+    port = free_port()
+    target = tmp_path / "target.git"
+    target.mkdir()  # empty: what serve would create a registry in
+    argv = [flag.format(tmp=tmp_path) for flag in flags]
+    done = hroot("serve", "--listen", f"127.0.0.1:{port}", "--data", target, *argv)
+    assert done.returncode == 2
+    assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert list(target.iterdir()) == []
