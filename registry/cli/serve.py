@@ -51,8 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--follow",
         metavar="URL",
         help="be a read-only follower of this primary: its git endpoint "
-        "(http://HOST:PORT/git/) or the path of its repository. The follower serves pulls "
-        "from the start, fetches in the background, and refuses pushes and deletes",
+        "(http://HOST:PORT/git/) or the path of its repository. Its repositories become "
+        "the primary's (branches the primary lacks are deleted); it serves pulls from the "
+        "start, fetches in the background, and refuses pushes and deletes",
     )
     serve.add_argument(
         "--follow-interval",
