@@ -1,4 +1,5 @@
-"""python -m bench: hroot next to CNCF Distribution; python -m bench blob: the store alone."""
+"""python -m bench: hroot next to CNCF Distribution; python -m bench blob: the store alone;
+python -m bench replication: a primary and its followers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import blob, report, runner
+from bench import blob, replication, report, runner
 from bench.workloads import Workload, workloads
 
 INSTALL = {
@@ -77,6 +78,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     micro.add_argument("--size-mib", type=int, default=1024)
     micro.add_argument("--json", type=Path, default=Path("bench-results-blob.json"))
     micro.add_argument("--workdir", type=Path)
+    follow = commands.add_parser(
+        "replication", help="a primary and two followers: push-to-pull delay, bytes fetched"
+    )
+    follow.add_argument("--pushes", type=int, default=20, help="small pushes timed per phase")
+    follow.add_argument("--fill-mib", type=int, default=1024, help="size of the registry")
+    follow.add_argument("--interval", type=float, default=0.5, help="--follow-interval")
+    follow.add_argument("--json", type=Path, default=Path("bench-results-replication.json"))
+    follow.add_argument("--workdir", type=Path)
     return parser.parse_args(argv)
 
 
@@ -115,9 +124,20 @@ def run_blob(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
+def run_replication(args: argparse.Namespace, work: Path) -> int:
+    if not ready(["git"], ["registry.__main__"]):
+        return 2
+    result = replication.run(work, args.pushes, args.fill_mib << 20, args.interval)
+    print()
+    print(result.table())
+    report.write_json(args.json, {"meta": runner.environment(), **result.to_json()})
+    print(f"\nresults: {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    command = run_blob if args.command == "blob" else run_registries
+    command = {"blob": run_blob, "replication": run_replication}.get(args.command, run_registries)
     with tempfile.TemporaryDirectory(prefix="hroot-bench-", dir=args.workdir) as work:
         return command(args, Path(work))
 
