@@ -106,12 +106,35 @@ class _UploadPack:
 
     async def stop(self) -> None:
         """Kill it if it still runs (the client left, or we gave up on it), and reap it."""
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-        self._draining.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._draining
+        await _stop(self.process, self._draining)
+
+
+# Reapings under way, kept here so none is garbage-collected before it ends.
+_REAPING: set[asyncio.Task[None]] = set()
+
+
+async def _stop(process: asyncio.subprocess.Process, *readers: asyncio.Task[None]) -> None:
+    """Kill `process` if it still runs, then reap it, even when the handler is cancelled
+    meanwhile: asyncio closes a child's pipes only once they are read to their end."""
+    if process.returncode is None:
+        process.kill()
+    reaping = asyncio.ensure_future(_reap(process, readers))
+    _REAPING.add(reaping)
+    reaping.add_done_callback(_REAPING.discard)
+    await asyncio.shield(reaping)
+
+
+async def _reap(
+    process: asyncio.subprocess.Process, readers: tuple[asyncio.Task[None], ...]
+) -> None:
+    """Read what is left of its stdout (a pipe's worth at most, it has ended), let its other
+    `readers` finish, and wait for its exit status."""
+    assert process.stdout is not None
+    while await process.stdout.read(PIECE):
+        pass
+    for reader in readers:
+        await reader
+    await process.wait()
 
 
 @asynccontextmanager
@@ -249,15 +272,14 @@ async def _check_wants(gitdir: Path, wants: list[bytes]) -> None:
     )
     assert rev_list.stdin is not None and rev_list.stdout is not None
     try:
-        rev_list.stdin.write(b"\n".join(wants) + b"\n")
-        await rev_list.stdin.drain()
-        rev_list.stdin.close()
+        with suppress(ConnectionError):  # it stops reading at an object it does not know
+            rev_list.stdin.write(b"\n".join(wants) + b"\n")
+            await rev_list.stdin.drain()
+            rev_list.stdin.close()
         unreachable = await rev_list.stdout.readline()  # one is enough to refuse
         allowed = not unreachable and await rev_list.wait() == 0
     finally:
-        if rev_list.returncode is None:
-            rev_list.kill()
-        await rev_list.wait()
+        await _stop(rev_list)
     if not allowed:
         what = unreachable.decode(errors="replace").strip() or "an object git does not know"
         raise Denied(f"not reachable from the registry's branches: {what}")

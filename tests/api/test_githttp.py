@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import io
+import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import pytest
 
 from storage import Store
 from tests.api.helpers import Api, assert_error
+from tests.documents import OCI_MANIFEST, digest_of, image_manifest
 
 REQUEST = "application/x-git-upload-pack-request"
 V2 = {"Git-Protocol": "version=2"}
@@ -163,8 +168,57 @@ async def test_v2_wants_of_hidden_objects_are_denied(
     assert staged in error["detail"]
 
 
+async def test_v2_want_of_an_object_git_does_not_have_is_denied(api: Api) -> None:
+    await api.push_image("img")
+    resp = await api.client.post(
+        "/git/git-upload-pack", data=v2_fetch("1" * 40), headers={"Content-Type": REQUEST, **V2}
+    )
+    await assert_error(resp, 403, "DENIED")
+
+
 async def test_v2_want_that_is_no_object_id_is_refused(api: Api) -> None:
     resp = await api.client.post(
         "/git/git-upload-pack", data=v2_fetch("HEAD"), headers={"Content-Type": REQUEST, **V2}
     )
     await assert_error(resp, 400, "UNKNOWN")
+
+
+def upload_packs_of(gitdir: Path) -> list[str]:
+    """The ids of running `git upload-pack` processes serving `gitdir`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # it ended while we looked
+            continue
+        if b"upload-pack" in argv and str(gitdir).encode() in argv:
+            found.append(cmdline.parent.name)
+    return found
+
+
+async def test_a_client_that_leaves_takes_its_upload_pack_along(
+    served: tuple[str, int], store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pack bigger than the socket buffers, a client gone after its first bytes: upload-pack
+    is killed (in either way aiohttp treats a gone client) and nothing is logged as an error."""
+    big = os.urandom(16 << 20)
+    for blob in (b"{}", big):
+        store.put_blob("img", digest_of(blob), io.BytesIO(blob), len(blob))
+    store.put_manifest("img", "1", image_manifest(b"{}", [big]), OCI_MANIFEST)
+    tip = git(store.path, "rev-parse", "refs/heads/hroot/img").strip()
+    body = pkt(f"want {tip} side-band-64k\n") + FLUSH + pkt("done\n")
+    head = (
+        f"POST /git/git-upload-pack HTTP/1.1\r\nHost: x\r\nContent-Type: {REQUEST}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(head.encode() + body)
+    assert (await asyncio.wait_for(reader.read(100), 30)).startswith(b"HTTP/1.1 200 ")
+    assert upload_packs_of(store.path)
+    writer.transport.abort()
+    for _ in range(200):
+        if not upload_packs_of(store.path):
+            break
+        await asyncio.sleep(0.05)
+    assert not upload_packs_of(store.path)
+    assert all(r.levelno < logging.WARNING and not r.exc_info for r in caplog.records)
