@@ -1,4 +1,4 @@
-"""Followers: read-only registries kept in step with a primary by `git fetch` (issue 9).
+"""Followers: read-only registries kept in step with a primary by `git fetch` (README: Followers).
 
 A follower (`hroot serve --follow SOURCE`) fetches the primary's `hroot/*` branches every
 `follow_interval` seconds with storage.transport, pruned: each branch is set to what the

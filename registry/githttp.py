@@ -1,4 +1,4 @@
-"""Read-only git over HTTP at /git/: `git clone --mirror http://HOST:PORT/git/` (issue 9).
+"""Read-only git over HTTP at /git/ (README: git over HTTP): `git clone --mirror URL`.
 
 git's smart protocol (v0 and v2, stateless RPC, as `git http-backend` speaks it) served by
 `git upload-pack` itself, the fastest and best-tested pack server there is, streamed both
