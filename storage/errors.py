@@ -81,6 +81,12 @@ class ManifestTooLarge(ManifestInvalid):
     message = "manifest exceeds the size limit"
 
 
+class RepositoryChanged(StoreError):
+    """A repository moved (a push landed) while it was being removed; nothing was."""
+
+    message = "the repository changed while it was being removed; nothing was removed"
+
+
 class ManifestUnknown(StoreError):
     code = "MANIFEST_UNKNOWN"
     message = "manifest unknown to registry"
@@ -94,6 +100,15 @@ class ManifestBlobUnknown(StoreError):
 class Unsupported(StoreError):
     code = "UNSUPPORTED"
     message = "the operation is unsupported"
+
+
+class StorageFull(StoreError):
+    """The registry's filesystem has no room (ENOSPC, EDQUOT), or too little for a write
+    whose size is known. OCI has no code for it: UNKNOWN, as Distribution answers, since
+    DENIED would make clients say "denied", which reads as an authorization problem."""
+
+    code = "UNKNOWN"
+    message = "no space left on the registry's disk"
 
 
 class Denied(StoreError):

@@ -25,6 +25,7 @@ from storage import (
     objects,
     refs,
     repository,
+    space,
 )
 from storage.commits import Change
 from storage.digests import Digest
@@ -34,6 +35,7 @@ from storage.errors import (
     ManifestBlobUnknown,
     ManifestUnknown,
     NameUnknown,
+    RepositoryChanged,
     StoreError,
 )
 from storage.index import Descriptor
@@ -41,7 +43,7 @@ from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
 from storage.objects import ObjectBatch
-from storage.types import BlobInfo, BlobReader, Manifest, UploadWriter
+from storage.types import BlobInfo, BlobReader, Manifest, Removed, UploadWriter
 from storage.uploads import Uploads
 
 __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
@@ -110,6 +112,7 @@ class Store:
         oid = self._need_blob(repo, digests.parse(digest))
         return objects.open_blob(self._objects, oid.decode())
 
+    @space.raises_storage_full
     def put_blob(
         self, repo: str, digest: str, stream: BinaryIO, size: int | None = None
     ) -> BlobInfo:
@@ -130,6 +133,7 @@ class Store:
         self._stage(repo, {parsed: oid})
         return BlobInfo(str(parsed), size)
 
+    @space.raises_storage_full
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> BlobInfo | None:
         """Link from_repo's blob into repo (the same git object); None if it has none."""
         parsed = digests.parse(digest)
@@ -140,6 +144,7 @@ class Store:
         self._stage(repo, {parsed: oid})
         return BlobInfo(str(parsed), self._size(oid))
 
+    @space.raises_storage_full
     def delete_blob(self, repo: str, digest: str) -> None:
         """Remove the blob from repo's staging and from its layout (one commit)."""
         parsed = digests.parse(digest)
@@ -160,6 +165,7 @@ class Store:
         self._writer.commit(repo, change)
 
     # --- uploads ----------------------------------------------------------
+    @space.raises_storage_full
     def start_upload(self, repo: str) -> str:
         return self._uploads.start(names.check_name(repo))
 
@@ -176,6 +182,7 @@ class Store:
         """
         return self._uploads.open(repo, upload_id, offset, length)
 
+    @space.raises_storage_full
     def finish_upload(self, repo: str, upload_id: str, digest: str) -> BlobInfo:
         """Check the digest, make the upload a git object and stage it."""
         parsed = digests.parse(digest)
@@ -186,7 +193,12 @@ class Store:
     def cancel_upload(self, repo: str, upload_id: str) -> None:
         self._uploads.cancel(repo, upload_id)
 
+    def ensure_room(self, size: int, margin: int) -> None:
+        """StorageFull unless a write of `size` bytes leaves `margin` bytes free."""
+        space.ensure_room(self.path, size, margin)
+
     # --- manifests --------------------------------------------------------
+    @space.raises_storage_full
     def put_manifest(
         self,
         repo: str,
@@ -254,6 +266,7 @@ class Store:
         subject = parsed.subject if parsed is not None else None
         return Manifest(found["digest"], found["mediaType"], body, _str(subject))
 
+    @space.raises_storage_full
     def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest and every tag on it (one commit); its layers stay until gc."""
         parsed = digests.parse(digest)
@@ -273,6 +286,7 @@ class Store:
 
         self._writer.commit(repo, change, must_exist=True)
 
+    @space.raises_storage_full
     def delete_tag(self, repo: str, tag: str) -> None:
         """Remove a tag (one commit); the manifest stays, untagged if it was its last tag."""
         names.check_tag(tag)
@@ -317,6 +331,7 @@ class Store:
             "manifests": [found[k] for k in sorted(found)],
         }
 
+    @space.raises_storage_full
     def put_blobs(self, repo: str, blobs: Iterator[tuple[str, BinaryIO, int]]) -> None:
         """Write whole blobs of known size (digest, stream, size), then stage them together.
 
@@ -331,6 +346,32 @@ class Store:
             oid = objects.write_blob(self.path / "objects", stream.read, size, parsed)
             written[parsed] = oid.encode()
         self._stage(repo, written)
+
+    def remove(self, repo: str) -> Removed:
+        """Delete repository `repo` in one step: its branch, its staged blobs, its uploads.
+
+        The branch is deleted by compare-and-swap from the tip read, so a push that lands
+        meanwhile is never dropped unseen: RepositoryChanged, and nothing is removed. Its
+        objects stay in git (other branches may share them) until a gc prunes them.
+        """
+        branch = names.branch_ref(names.check_name(repo))
+        tip = refs.read(self._refs, branch)
+        if tip is None:
+            raise NameUnknown(repo)
+        if not refs.compare_and_swap(self._refs, branch, tip, None):
+            raise RepositoryChanged(repo)
+        staging = names.staging_ref(repo)
+        staged = False
+        while (held := refs.read(self._refs, staging)) is not None:
+            staged = refs.compare_and_swap(self._refs, staging, held, None) or staged
+        uploads = 0
+        for folder in (self.path / "hroot" / "uploads").iterdir():  # as Uploads keeps them
+            try:
+                self._uploads.cancel(repo, folder.name)
+                uploads += 1
+            except BlobUploadUnknown:  # another repository's, or finished meanwhile
+                continue
+        return Removed(repo, tip.decode(), staged, uploads)
 
     # --- internals --------------------------------------------------------
     def _tip(self, repo: str, must_exist: bool = False) -> tuple[bytes | None, bytes | None]:

@@ -16,6 +16,7 @@ push).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from storage import deflate, objects
+from storage import deflate, objects, space
 from storage.digests import Digest
 from storage.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, UploadOutOfOrder
 from storage.types import UploadWriter
@@ -48,7 +49,7 @@ class _Received:
 
 class Uploads:
     def __init__(self, root: Path, objects_dir: Path) -> None:
-        self._root = root
+        self.root = root
         self._objects_dir = objects_dir
         self._received: dict[str, _Received] = {}
         self._lock = threading.Lock()
@@ -56,10 +57,14 @@ class Uploads:
 
     def start(self, repo: str) -> str:
         upload_id = uuid.uuid4().hex
-        folder = self._root / upload_id
-        folder.mkdir()
-        (folder / "repo").write_text(repo)
-        objects.new_spool(folder / "data")
+        folder = self.root / upload_id
+        try:
+            folder.mkdir()
+            (folder / "repo").write_text(repo)
+            objects.new_spool(folder / "data")
+        except OSError:  # a full disk: leave no half-made upload behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         self._remember(upload_id, _Received(objects.SPOOL_PREFIX, 0, hashlib.sha256()))
         return upload_id
 
@@ -105,8 +110,12 @@ class Uploads:
 
     def cancel(self, repo: str, upload_id: str) -> None:
         self._data(repo, upload_id)
+        self.cancel_dropped(upload_id)
+
+    def cancel_dropped(self, upload_id: str) -> None:
+        """Forget upload `upload_id` and remove its folder (its id checked already)."""
         self._remember(upload_id, None)
-        shutil.rmtree(self._root / upload_id, ignore_errors=True)
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
 
     def _tally(self, upload_id: str, spool: BinaryIO) -> _Received:
         """What the spool holds: from memory if it matches the file, else by scanning it."""
@@ -126,7 +135,7 @@ class Uploads:
                 self._received[upload_id] = received
 
     def _data(self, repo: str, upload_id: str) -> Path:
-        folder = self._root / upload_id if _UPLOAD_ID.fullmatch(upload_id) else None
+        folder = self.root / upload_id if _UPLOAD_ID.fullmatch(upload_id) else None
         try:
             if folder is None or (folder / "repo").read_text() != repo:
                 raise BlobUploadUnknown(upload_id)
@@ -159,8 +168,14 @@ class SpoolWriter(UploadWriter):
         self._writeback = objects.Writeback(spool)
 
     def write(self, data: bytes) -> None:
-        objects.append_spool(self._spool, data)
-        self._writeback.wrote()
+        """Append `data`; on a full disk the whole upload is dropped, freeing its spool:
+        the client gets StorageFull and starts a new upload once there is room."""
+        try:
+            objects.append_spool(self._spool, data)
+            self._writeback.wrote()
+        except OSError as exc:
+            self._drop_if_full(exc)
+            raise
         self.size += len(data)
         received = self._received
         if received.sha256 is not None:
@@ -177,8 +192,24 @@ class SpoolWriter(UploadWriter):
             return
         if self._received.git_id is not None:
             self._received.git_id.close()  # no hashing thread waits between requests
-        self._spool.flush()
+        try:
+            self._spool.flush()
+        except OSError as exc:
+            self._drop_if_full(exc)
+            raise
         self._received.size = self.size
         self._received.length = self._spool.tell()
         self._spool.close()
         self._uploads._remember(self.upload_id, self._received)
+
+    def _drop_if_full(self, exc: OSError) -> None:
+        """On a full disk, close the spool (its unwritable buffer lost) and cancel the
+        upload, and raise StorageFull; any other error is left to the caller."""
+        if not space.is_full(exc):
+            return
+        if self._received.git_id is not None:
+            self._received.git_id.close()
+        with contextlib.suppress(OSError):
+            self._spool.close()  # flushes again, fails again, but closes the file
+        self._uploads.cancel_dropped(self.upload_id)
+        raise space.full(self._uploads.root) from exc
