@@ -58,3 +58,10 @@ async def body_pieces(
             parts, have = [], 0
     if parts:
         yield b"".join(parts)
+
+
+def ensure_room(request: web.Request) -> None:
+    """507 before a body is read when its Content-Length would not leave the configured
+    margin free on the registry's disk (a statvfs: cheap enough for the event loop)."""
+    if request.content_length:
+        store(request).ensure_room(request.content_length, config(request).min_free_bytes)

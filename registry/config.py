@@ -36,6 +36,10 @@ class Config:
     follow: str | None = None
     # Seconds between two fetches from `follow`.
     follow_interval: float = 5.0
+    # Bytes a write must leave free on the repository's filesystem: a request whose
+    # Content-Length would leave less is refused with 507 before its body is read, keeping
+    # room for the commits, refs and `git gc` packs that a push and its upkeep still need.
+    min_free_bytes: int = 64 * MiB
 
     @property
     def listen(self) -> str:
@@ -60,6 +64,8 @@ def _checked(config: Config, source: str) -> Config:
     for name in ("max_manifest_size", "max_page_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{source}: {name} must be a positive integer")
+    if config.min_free_bytes < 0:
+        raise ConfigError(f"{source}: min_free_bytes must not be negative")
     if config.shutdown_timeout < 0:
         raise ConfigError(f"{source}: shutdown_timeout must not be negative")
     if config.follow == "":

@@ -6,7 +6,7 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from registry.common import blocking, body_pieces, config, store
+from registry.common import blocking, body_pieces, config, ensure_room, store
 from storage.digests import is_digest
 from storage.errors import ManifestInvalid, ManifestTooLarge
 
@@ -31,6 +31,7 @@ async def _read_manifest(request: web.Request) -> bytes:
     limit = config(request).max_manifest_size
     if request.content_length is not None and request.content_length > limit:
         raise ManifestTooLarge(f"{request.content_length} bytes, the limit is {limit}")
+    ensure_room(request)
     async with aclosing(body_pieces(request, ManifestInvalid, limit + 1)) as pieces:
         async for body in pieces:
             if len(body) > limit:

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from registry.errors import http_error_response, internal_error_response, store_error_response
-from storage.errors import StoreError
+from storage.errors import StorageFull, StoreError
 
 log = logging.getLogger("hroot.registry")
 access_log = logging.getLogger("hroot.access")
@@ -36,7 +36,9 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if _body_started(request):
             raise
         response = store_error_response(err, request)
-        if response.status >= 500:  # a store error without a mapped status is a bug somewhere
+        if isinstance(err, StorageFull):  # the operator's to fix: one line, no traceback
+            log.warning("disk full on %s %s: %s", request.method, request.path_qs, err)
+        elif response.status >= 500:  # a store error without a mapped status is a bug somewhere
             log.error(
                 "unmapped store error on %s %s", request.method, request.path_qs, exc_info=err
             )

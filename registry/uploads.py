@@ -13,7 +13,7 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from registry.common import blocking, body_pieces, store
+from registry.common import blocking, body_pieces, ensure_room, store
 from registry.errors import upload_range
 from storage import BlobInfo, Store
 from storage.errors import BlobUploadInvalid, DigestInvalid, SizeInvalid, StoreError
@@ -74,6 +74,7 @@ async def _write_body(request: web.Request, write: Callable[[bytes], None]) -> N
 
 async def _receive(request: web.Request, name: str, upload_id: str, offset: int | None) -> int:
     """Append the request body to the upload; the upload's size afterwards."""
+    ensure_room(request)
     writer = await blocking(
         store(request).open_upload, name, upload_id, offset, request.content_length
     )
