@@ -31,6 +31,7 @@ from storage.commits import Change
 from storage.digests import Digest
 from storage.errors import (
     BlobUnknown,
+    BlobUploadUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
     ManifestUnknown,

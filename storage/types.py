@@ -19,6 +19,17 @@ class Manifest:
     subject: str | None  # digest of the manifest's `subject`, for the OCI-Subject header
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What Store.remove took away: the branch at `commit`, whether blobs were staged,
+    how many uploads were in progress."""
+
+    repository: str
+    commit: str
+    staged: bool
+    uploads: int
+
+
 class BlobReader:
     """An open blob: `size` is the whole blob's length; read() streams it from the start,
     or from wherever skip() moved to."""
