@@ -11,6 +11,7 @@ per run, however many branches share the blob.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Checker:
         self._objects.loose_object_size_limit = 1 << 40  # as Store does: big index.json
         self._cache = ObjectCache(self._objects)
         self._hashes: dict[tuple[bytes, str], str | None] = {}  # (oid, alg) -> hex; None: lost
+        self._sizes: dict[bytes, int] = {}  # each blob hashed: its size
+        self._lost: dict[bytes, str] = {}  # each blob git cannot give: why
 
     def close(self) -> None:
         self._repo.close()
@@ -54,6 +57,8 @@ class Checker:
         except KeyError as e:  # a tree or index.json git lacks: `git fsck` says more
             missing = e.args[0] if e.args else "?"
             found.append(f"git object {_text(missing)} is missing")
+        except (OSError, zlib.error) as e:  # a damaged object: `git fsck` names it
+            found.append(f"a git object is unreadable: {e}")
         where = ref.removeprefix("refs/heads/")
         return [f"{where}: {problem}" for problem in found]
 
@@ -69,7 +74,34 @@ class Checker:
         if entry(self._cache, tree, b"oci-layout") is None:
             yield "oci-layout is missing"
         yield from self._manifests(tree)
-        yield from self._blob_hashes(tree)
+        yield from (problem for _, problem in self.blobs(tree))
+
+    def blobs(self, tree: bytes) -> Iterator[tuple[Digest | None, str]]:
+        """The problems of the `blobs/<alg>/<hex>` files of a layout or staging tree, each
+        with the digest whose file does not hold its bytes (None: a wrong name or mode)."""
+        root = entry(self._cache, tree, b"blobs")
+        if root is None:
+            return
+        for algorithm, (_, by_hex) in sorted(self._cache.tree(root).items()):
+            for name, (mode, oid) in sorted(self._cache.tree(by_hex).items()):
+                path = f"blobs/{algorithm.decode()}/{name.decode()}"
+                try:
+                    digest = digests.parse(f"{algorithm.decode()}:{name.decode()}")
+                except StoreError:
+                    yield None, f"{path}: the name is no digest"
+                    continue
+                if mode != FILE_MODE:
+                    yield None, f"{path}: not a file (mode {mode:o})"
+                    continue
+                found = self._hash(oid, digest.algorithm)
+                if found is None:
+                    yield digest, f"{path}: git object {oid.decode()} is {self._lost[oid]}"
+                elif found != digest.hex:
+                    yield digest, f"{path}: content hashes to {digest.algorithm}:{found}"
+
+    def hashed(self) -> tuple[int, int]:
+        """How many distinct blobs this run has hashed so far, and their bytes."""
+        return len(self._sizes), sum(self._sizes.values())
 
     def _manifests(self, tree: bytes) -> Iterator[str]:
         """index.json parses; each manifest it lists is there, whole, and has its blobs."""
@@ -105,30 +137,9 @@ class Checker:
                 if find_blob(self._cache, tree, ref.digest) is None:
                     yield f"manifest {descriptor.digest} needs {ref.digest}, which is missing"
 
-    def _blob_hashes(self, tree: bytes) -> Iterator[str]:
-        """Each `blobs/<alg>/<hex>` is a file whose bytes hash to the digest it is named by."""
-        root = entry(self._cache, tree, b"blobs")
-        if root is None:
-            return
-        for algorithm, (_, by_hex) in sorted(self._cache.tree(root).items()):
-            for name, (mode, oid) in sorted(self._cache.tree(by_hex).items()):
-                path = f"blobs/{algorithm.decode()}/{name.decode()}"
-                try:
-                    digest = digests.parse(f"{algorithm.decode()}:{name.decode()}")
-                except StoreError:
-                    yield f"{path}: the name is no digest"
-                    continue
-                if mode != FILE_MODE:
-                    yield f"{path}: not a file (mode {mode:o})"
-                    continue
-                found = self._hash(oid, digest.algorithm)
-                if found is None:
-                    yield f"{path}: git object {oid.decode()} is missing"
-                elif found != digest.hex:
-                    yield f"{path}: content hashes to {digest.algorithm}:{found}"
-
     def _hash(self, oid: bytes, algorithm: str) -> str | None:
-        """The blob's digest, streamed and remembered; None if git lacks the object."""
+        """The blob's digest, streamed and remembered; None if git cannot give the object
+        (`_lost` says why)."""
         key = (oid, algorithm)
         if key not in self._hashes:
             hasher = Digest(algorithm, "").hasher()
@@ -136,9 +147,12 @@ class Checker:
                 with objects.open_blob(self._objects, oid.decode()) as reader:
                     while chunk := reader.read(objects.CHUNK):
                         hasher.update(chunk)
+                    self._sizes[oid] = reader.size
                 self._hashes[key] = hasher.hexdigest()
             except KeyError:
-                self._hashes[key] = None
+                self._hashes[key], self._lost[oid] = None, "missing"
+            except (OSError, zlib.error) as e:
+                self._hashes[key], self._lost[oid] = None, f"unreadable ({e})"
         return self._hashes[key]
 
 
