@@ -132,7 +132,7 @@ class Writer:
                     return
                 batch.install()
             if refs.compare_and_swap(self._refs, ref, tip, head):
-                self._maintenance.committed(len(written))
+                self._maintenance.committed(len(written), batch.size)
                 edits = [(commit, change.edit) for commit, change in written if change.edit]
                 self._lineage.committed(ref, tip, head, edits)
                 return

@@ -6,6 +6,13 @@ versions) into a few MB. git decides whether there is anything to do (gc.auto);
 hroot only asks it every `every` commits, one run at a time, never in the way of
 a request. git's gc is made to run beside writers: hroot's readers retry when an
 object moves into a pack, and its ref updates when refs get packed.
+
+Commits alone are a poor measure: git counts loose objects (gc.auto, 6,700), and
+10,000 tag pushes left 4 GiB of loose index.json versions before it agreed to pack
+them. So the bytes written are counted too, big blobs included, and after
+`every_bytes` of them git is told to pack whatever is loose (gc.auto=1).
+`run_lock` is held while git runs; `hroot gc` (storage.gc) holds it too, so the
+two never overlap.
 """
 
 from __future__ import annotations
@@ -17,28 +24,49 @@ from pathlib import Path
 
 log = logging.getLogger("hroot.storage")
 
+GC_BYTES = 1 << 30  # bytes of objects written between two `git gc --auto`
+
 
 class Maintenance:
-    def __init__(self, gitdir: Path, every: int) -> None:
+    def __init__(self, gitdir: Path, every: int, every_bytes: int = GC_BYTES) -> None:
         self._gitdir = gitdir
         self._every = every
+        self._every_bytes = every_bytes
         self._count = 0
+        self._bytes = 0
         self._running = False
         self._lock = threading.Lock()
+        self.run_lock = threading.Lock()
 
-    def committed(self, count: int = 1) -> None:
-        """Count commits; every `every` of them, start `git gc --auto` unless one runs."""
+    def committed(self, count: int = 1, size: int = 0) -> None:
+        """Count commits and the bytes of objects written; start `git gc --auto` after
+        `every` commits or `every_bytes` bytes, unless one runs (0: never)."""
         with self._lock:
             self._count += count
-            if self._every <= 0 or self._count < self._every or self._running:
+            self._bytes += size
+            by_bytes = 0 < self._every_bytes <= self._bytes
+            if self._every <= 0 or self._running:
                 return
-            self._count, self._running = 0, True
-        threading.Thread(target=self._gc, name="hroot-git-gc", daemon=True).start()
+            if self._count < self._every and not by_bytes:
+                return
+            self._count, self._bytes, self._running = 0, 0, True
+        threading.Thread(
+            target=self._gc, args=(by_bytes,), name="hroot-git-gc", daemon=True
+        ).start()
 
-    def _gc(self) -> None:
+    def wrote(self, size: int) -> None:
+        """Count the bytes of a blob written outside a commit (an upload, an import)."""
+        self.committed(0, size)
+
+    def _gc(self, pack_loose: bool) -> None:
+        if not self.run_lock.acquire(blocking=False):  # `hroot gc` runs: it packs everything
+            with self._lock:
+                self._running = False
+            return
+        settings = ["-c", "gc.auto=1"] if pack_loose else []
         try:
             done = subprocess.run(
-                ["git", "--git-dir", str(self._gitdir), "gc", "--auto", "--quiet"],
+                ["git", "--git-dir", str(self._gitdir), *settings, "gc", "--auto", "--quiet"],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -49,5 +77,6 @@ class Maintenance:
         except (OSError, subprocess.TimeoutExpired) as error:
             log.warning("git gc --auto did not run: %s", error)
         finally:
+            self.run_lock.release()
             with self._lock:
                 self._running = False

@@ -264,6 +264,7 @@ class ObjectBatch:
         self._store = store
         self._objects_dir = Path(store.path)
         self._pending: dict[str, Path] = {}  # id -> its temporary file, written, not synced
+        self.size = 0  # bytes of the objects written, for storage.maintenance
 
     def write(self, kind: bytes, data: bytes) -> bytes:
         """Write an object (not yet durable nor readable); its id."""
@@ -275,6 +276,7 @@ class ObjectBatch:
             return oid.encode()
         tmp = self._objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
         self._pending[oid] = tmp
+        self.size += len(data)
         with open(tmp, "xb") as out:
             compressor = isal_zlib.compressobj(1)
             out.write(compressor.compress(header))
@@ -319,9 +321,17 @@ def _name(objects_dir: Path, tmp: Path, oid: str) -> Path:
     if final.exists():
         tmp.unlink()
         return folder
-    folder.mkdir(exist_ok=True)
     os.chmod(tmp, 0o444)
-    os.rename(tmp, final)
+    for attempt in range(3):
+        folder.mkdir(exist_ok=True)
+        try:
+            os.rename(tmp, final)
+            break
+        except FileNotFoundError:
+            # `git prune-packed` removes a fan-out folder it emptied, maybe between our
+            # mkdir and rename: make it again (as git itself does)
+            if attempt == 2 or not tmp.exists():
+                raise
     return folder
 
 

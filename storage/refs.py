@@ -11,7 +11,10 @@ from dulwich.file import FileLocked
 from dulwich.objects import ZERO_SHA
 from dulwich.refs import DiskRefsContainer
 
-STALE_LOCK_SECONDS = 30.0  # a ref update holds its lock for milliseconds
+# A ref update holds its lock for milliseconds, `git pack-refs` packed-refs.lock for
+# well under a second (git itself gives up on it after 1 s): a lock older than this
+# was left by a crash. `hroot serve` and `hroot gc` remove such locks at once.
+STALE_LOCK_SECONDS = 10.0
 LOCK_WAIT_SECONDS = 60.0
 
 

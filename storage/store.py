@@ -8,15 +8,17 @@ tip, so concurrent writers (threads or processes) never lose each other's work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, TypeVar
 
 from dulwich.repo import Repo
 
 from storage import (
     commits,
     digests,
+    gc,
     history,
     layout,
     lineage,
@@ -52,6 +54,22 @@ __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writing(method: Callable[P, R]) -> Callable[P, R]:
+    """Hold the store's write gate through the method: from the first object it writes
+    to the ref that names it, so that `gc` (storage.gc) never prunes in between."""
+
+    @functools.wraps(method)
+    def held(*args: P.args, **kwargs: P.kwargs) -> R:
+        with args[0]._gate.writing():  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return held
+
+
 class Store:
     """One registry in one bare git repository. Every method is blocking and thread-safe."""
 
@@ -66,7 +84,8 @@ class Store:
         refs.guard_packed_refs(self._refs)
         self._cache = ObjectCache(self._objects)
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
-        maintenance = Maintenance(self.path, gc_every)
+        self._gate = gc.WriteGate()
+        self._maintenance = maintenance = Maintenance(self.path, gc_every)
         self._lineage = lineage.Lineage(
             self.path, self._refs, self._objects, self._tree_of, self._stored_manifests
         )
@@ -114,6 +133,7 @@ class Store:
         return objects.open_blob(self._objects, oid.decode())
 
     @space.raises_storage_full
+    @_writing
     def put_blob(
         self, repo: str, digest: str, stream: BinaryIO, size: int | None = None
     ) -> BlobInfo:
@@ -131,10 +151,12 @@ class Store:
             return self.finish_upload(repo, upload_id, digest)
         names.check_name(repo)
         oid = objects.write_blob(self.path / "objects", stream.read, size, parsed).encode()
+        self._maintenance.wrote(size)
         self._stage(repo, {parsed: oid})
         return BlobInfo(str(parsed), size)
 
     @space.raises_storage_full
+    @_writing
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> BlobInfo | None:
         """Link from_repo's blob into repo (the same git object); None if it has none."""
         parsed = digests.parse(digest)
@@ -146,6 +168,7 @@ class Store:
         return BlobInfo(str(parsed), self._size(oid))
 
     @space.raises_storage_full
+    @_writing
     def delete_blob(self, repo: str, digest: str) -> None:
         """Remove the blob from repo's staging and from its layout (one commit)."""
         parsed = digests.parse(digest)
@@ -184,10 +207,12 @@ class Store:
         return self._uploads.open(repo, upload_id, offset, length)
 
     @space.raises_storage_full
+    @_writing
     def finish_upload(self, repo: str, upload_id: str, digest: str) -> BlobInfo:
         """Check the digest, make the upload a git object and stage it."""
         parsed = digests.parse(digest)
         oid, size = self._uploads.finish(repo, upload_id, parsed)
+        self._maintenance.wrote(size)
         self._stage(repo, {parsed: oid})
         return BlobInfo(str(parsed), size)
 
@@ -200,6 +225,7 @@ class Store:
 
     # --- manifests --------------------------------------------------------
     @space.raises_storage_full
+    @_writing
     def put_manifest(
         self,
         repo: str,
@@ -268,6 +294,7 @@ class Store:
         return Manifest(found["digest"], found["mediaType"], body, _str(subject))
 
     @space.raises_storage_full
+    @_writing
     def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest and every tag on it (one commit); its layers stay until gc."""
         parsed = digests.parse(digest)
@@ -288,6 +315,7 @@ class Store:
         self._writer.commit(repo, change, must_exist=True)
 
     @space.raises_storage_full
+    @_writing
     def delete_tag(self, repo: str, tag: str) -> None:
         """Remove a tag (one commit); the manifest stays, untagged if it was its last tag."""
         names.check_tag(tag)
@@ -333,6 +361,7 @@ class Store:
         }
 
     @space.raises_storage_full
+    @_writing
     def put_blobs(self, repo: str, blobs: Iterator[tuple[str, BinaryIO, int]]) -> None:
         """Write whole blobs of known size (digest, stream, size), then stage them together.
 
@@ -345,6 +374,7 @@ class Store:
         for digest, stream, size in blobs:
             parsed = digests.parse(digest)
             oid = objects.write_blob(self.path / "objects", stream.read, size, parsed)
+            self._maintenance.wrote(size)
             written[parsed] = oid.encode()
         self._stage(repo, written)
 
@@ -373,6 +403,18 @@ class Store:
             except BlobUploadUnknown:  # another repository's, or finished meanwhile
                 continue
         return Removed(repo, tip.decode(), staged, uploads)
+
+    # --- housekeeping (storage.gc) -----------------------------------------
+    def gc(self, expiry: float = gc.EXPIRY_SECONDS, step: gc.Step | None = None) -> gc.GcReport:
+        """Remove abandoned uploads, tmp files, staging and stale locks older than
+        `expiry` seconds, then repack and prune. One run at a time, never beside the
+        background `git gc --auto`; pushes and pulls go on meanwhile."""
+        with self._maintenance.run_lock:
+            return gc.collect(self.path, self._refs, self._objects, self._gate, expiry, step)
+
+    def remove_stale_locks(self) -> int:
+        """Remove ref locks a crash left (older than any live writer holds one); how many."""
+        return gc.remove_stale_locks(self.path)
 
     # --- internals --------------------------------------------------------
     def _tip(self, repo: str, must_exist: bool = False) -> tuple[bytes | None, bytes | None]:

@@ -1,0 +1,306 @@
+"""`hroot gc`: remove what abandoned writes left behind, then let git repack and prune.
+
+What goes (docs/format.md §5), each only once older than `expiry`:
+- upload spools (`hroot/uploads/<id>`), by the newest mtime in the folder: every
+  write of an upload appends to its spool, so an upload in progress stays young; a
+  spool whose writer holds its lock right now is never taken;
+- `tmp_obj_*` files in `objects/` (blobs whose writer died);
+- staging refs, whole, when the ref has not changed for `expiry`: staging entries
+  carry no time, but every blob on a staging tree was staged at or before the ref's
+  last change (its loose file's mtime; for a packed ref, that of packed-refs, which
+  is later). This is also how the staged blobs of a deleted repository stop being
+  served under its name: a repository's first push stages blobs before its branch
+  exists, so a missing branch alone does not tell a deleted repository from a new one;
+- `refs/hroot/incoming/…` refs of a bundle apply that died, by the same age;
+- ref lock files older than refs.STALE_LOCK_SECONDS, whatever `expiry` is.
+
+Then `git repack -A -d` (unreachable packed objects become loose, keeping their
+pack's mtime), `git prune --expire=<expiry>`, which removes unreachable loose
+objects older than `expiry`, and `git commit-graph write --reachable`. An object a
+write under way has created is younger than that, or already named by a ref; within
+one process the WriteGate also keeps the sweep and the prune out while any write is
+between writing an object and naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Tree
+from dulwich.refs import DiskRefsContainer
+
+from storage import names, refs
+from storage.transport import INCOMING_PREFIX
+
+EXPIRY_SECONDS = 24 * 3600.0
+STEPS = ("locks", "uploads", "refs", "repack", "prune")  # in the order gc reports them
+
+Step = Callable[[str], None]  # told the name of each step as it begins
+
+
+@dataclass
+class Usage:
+    """What `objects/` and the upload spools hold: git's object count, bytes on disk."""
+
+    objects: int
+    bytes: int
+
+
+@dataclass
+class GcReport:
+    """What one gc run removed and what it left."""
+
+    spools: int = 0
+    spool_bytes: int = 0
+    tmp_files: int = 0
+    tmp_bytes: int = 0
+    staging_refs: int = 0
+    staged_blobs: int = 0
+    incoming_refs: int = 0
+    locks: int = 0
+    before: Usage = field(default_factory=lambda: Usage(0, 0))
+    after: Usage = field(default_factory=lambda: Usage(0, 0))
+    seconds: float = 0.0
+
+    @property
+    def reclaimed(self) -> int:
+        return self.before.bytes - self.after.bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reclaimed": self.reclaimed}
+
+    def summary(self) -> str:
+        """One line, for a log."""
+        return (
+            f"removed {self.spools} upload spools, {self.tmp_files} tmp files, "
+            f"{self.staging_refs} staging refs ({self.staged_blobs} staged blobs), "
+            f"{self.incoming_refs} incoming refs, {self.locks} stale locks; "
+            f"{self.before.objects} objects {self.before.bytes} bytes -> "
+            f"{self.after.objects} objects {self.after.bytes} bytes, "
+            f"reclaimed {self.reclaimed} bytes in {self.seconds:.1f}s"
+        )
+
+
+class WriteGate:
+    """Keeps gc's sweep and prune apart from writes in flight in this process.
+
+    A write holds the gate (shared) from its first object to the ref that names
+    it; gc takes it exclusively, new writes wait meanwhile, and it waits for those
+    in flight. A thread's nested writes (put_blob spooling through an upload) count once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._writes = 0
+        self._sweeping = False
+        self._depth = threading.local()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._sweeping)
+                self._writes += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._cond:
+                    self._writes -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def sweeping(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._sweeping)
+            self._sweeping = True
+            self._cond.wait_for(lambda: self._writes == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sweeping = False
+                self._cond.notify_all()
+
+
+def remove_stale_locks(gitdir: Path, now: float | None = None) -> int:
+    """Remove ref lock files older than refs.STALE_LOCK_SECONDS (left by a crash); how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for lock in [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]:
+        if _age(lock, now) > refs.STALE_LOCK_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+                removed += 1
+    return removed
+
+
+def collect(
+    gitdir: Path,
+    git_refs: DiskRefsContainer,
+    store: DiskObjectStore,
+    gate: WriteGate,
+    expiry: float = EXPIRY_SECONDS,
+    step: Step | None = None,
+) -> GcReport:
+    """One gc run (module docstring); what it did."""
+    step = step or (lambda _: None)
+    started = time.monotonic()
+    report = GcReport(before=usage(gitdir))
+    step("locks")
+    report.locks = remove_stale_locks(gitdir)
+    with gate.sweeping():
+        now = time.time()
+        step("uploads")
+        _expire_spools(gitdir / "hroot" / "uploads", now - expiry, report)
+        _expire_tmp_files(gitdir / "objects", now - expiry, report)
+        step("refs")
+        _expire_refs(gitdir, git_refs, store, now - expiry, report)
+    step("repack")
+    _git(gitdir, "repack", "-A", "-d", "-q")
+    step("prune")
+    with gate.sweeping():
+        # git compares whole seconds: round up, so that expiry 0 takes this second's
+        # objects too (the gate keeps every write of this process out meanwhile)
+        _git(gitdir, "prune", f"--expire=@{int(time.time() - expiry) + 1}")
+    # as `git gc` does: a commit-graph that `git gc --auto` wrote may name pruned commits
+    _git(gitdir, "commit-graph", "write", "--reachable")
+    report.after = usage(gitdir)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def usage(gitdir: Path) -> Usage:
+    """Objects by `git count-objects -v`; bytes of every file under objects/ and the spools."""
+    counted = dict(line.split(": ", 1) for line in _git(gitdir, "count-objects", "-v").splitlines())
+    total = 0
+    for folder in (gitdir / "objects", gitdir / "hroot" / "uploads"):
+        for root, _, files in os.walk(folder):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(os.path.join(root, name)).st_size
+    return Usage(int(counted["count"]) + int(counted["in-pack"]), total)
+
+
+def _expire_spools(root: Path, cutoff: float, report: GcReport) -> None:
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        files = [path for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
+        if max([_mtime(folder), *map(_mtime, files)]) >= cutoff:
+            continue
+        size = sum(_size(path) for path in files)
+        with _unless_locked(folder / "data") as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+                report.spools += 1
+                report.spool_bytes += size
+
+
+@contextlib.contextmanager
+def _unless_locked(spool: Path) -> Iterator[bool]:
+    """True while we hold the spool's lock (or it has none): no writer is in it."""
+    try:
+        file = open(spool, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        yield True
+        return
+    with file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _expire_tmp_files(objects_dir: Path, cutoff: float, report: GcReport) -> None:
+    for tmp in objects_dir.glob("tmp_obj_*"):
+        if _mtime(tmp) < cutoff:
+            size = _size(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                report.tmp_files += 1
+                report.tmp_bytes += size
+
+
+def _expire_refs(
+    gitdir: Path,
+    git_refs: DiskRefsContainer,
+    store: DiskObjectStore,
+    cutoff: float,
+    report: GcReport,
+) -> None:
+    """Delete staging and incoming refs unchanged since `cutoff` (compare-and-swap: a
+    ref that moves meanwhile stays)."""
+    for prefix in (names.STAGING_PREFIX, INCOMING_PREFIX.encode()):
+        for rest, oid in git_refs.as_dict(prefix).items():
+            ref = prefix + rest
+            if _ref_mtime(gitdir, ref) >= cutoff:
+                continue
+            staged = _staged_count(store, oid) if prefix == names.STAGING_PREFIX else 0
+            if not refs.compare_and_swap(git_refs, ref, oid, None):
+                continue
+            if prefix == names.STAGING_PREFIX:
+                report.staging_refs += 1
+                report.staged_blobs += staged
+            else:
+                report.incoming_refs += 1
+
+
+def _staged_count(store: DiskObjectStore, tree_id: bytes) -> int:
+    """How many blobs a staging tree (`blobs/<alg>/<hex>`) holds."""
+    root: Tree = store[tree_id]
+    by_algorithm: Tree = store[root[b"blobs"][1]]
+    return sum(len(store[sub]) for _, _, sub in by_algorithm.iteritems())
+
+
+def _ref_mtime(gitdir: Path, ref: bytes) -> float:
+    """When `ref` last changed, at the latest: its loose file's mtime, or for a packed
+    ref that of packed-refs (written after the ref's value)."""
+    loose = gitdir / ref.decode()
+    return _mtime(loose if loose.exists() else gitdir / "packed-refs")
+
+
+def _git(gitdir: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "--git-dir", str(gitdir), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"git {args[0]} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()  # gone or just replaced: never older than anything
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _age(path: Path, now: float) -> float:
+    return now - _mtime(path)

@@ -1,0 +1,131 @@
+"""`Store.gc` (storage.gc) on real repositories, checked with the git command line."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import Store, digests, names
+from storage.errors import BlobUnknown
+from tests.storage.images import assert_fsck_clean, git, push_image, put
+
+DAY = 24 * 3600
+
+
+def _age(path: Path, seconds: float) -> None:
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_old_spools_and_tmp_files_go_young_ones_stay(store: Store) -> None:
+    old, young = store.start_upload("a"), store.start_upload("a")
+    with store.open_upload("a", old) as writer:
+        writer.write(b"x" * 1000)
+    uploads = store.path / "hroot" / "uploads"
+    for path in [uploads / old, *(uploads / old).iterdir()]:
+        _age(path, 2 * DAY)
+    old_tmp, young_tmp = (
+        store.path / "objects" / "tmp_obj_old",
+        store.path / "objects" / "tmp_obj_new",
+    )
+    old_tmp.write_bytes(b"abandoned")
+    young_tmp.write_bytes(b"being written")
+    _age(old_tmp, 2 * DAY)
+
+    report = store.gc()
+
+    assert (report.spools, report.tmp_files) == (1, 1)
+    assert not (uploads / old).exists() and (uploads / young).exists()
+    assert not old_tmp.exists() and young_tmp.exists()
+    assert store.upload_size("a", young) == 0
+
+
+def test_a_written_spool_is_young_again(store: Store) -> None:
+    upload = store.start_upload("a")
+    for path in [
+        store.path / "hroot" / "uploads" / upload,
+        *(store.path / "hroot" / "uploads" / upload).iterdir(),
+    ]:
+        _age(path, 2 * DAY)
+    with store.open_upload("a", upload) as writer:  # a client came back
+        writer.write(b"more")
+    assert store.gc().spools == 0
+    assert store.upload_size("a", upload) == 4
+
+
+def test_staging_of_a_deleted_repository_goes_and_is_no_longer_served(store: Store) -> None:
+    push_image(store, "gone")
+    staged = put(store, "gone", b"staged, never pushed")
+    git(store, "branch", "-D", "hroot/gone")
+    assert store.stat_blob("gone", staged).size == len(b"staged, never pushed")
+
+    assert store.gc().staging_refs == 0  # staged this very day: kept
+    _age(store.path / names.staging_ref("gone").decode(), 2 * DAY)
+    report = store.gc()
+
+    assert (report.staging_refs, report.staged_blobs) == (1, 1)
+    assert git(store, "for-each-ref", "refs/hroot/staging/") == ""
+    with pytest.raises(BlobUnknown):
+        store.stat_blob("gone", staged)
+    assert_fsck_clean(store)
+
+
+def test_a_stale_lock_goes_and_the_next_push_does_not_wait(store: Store) -> None:
+    push_image(store, "a")
+    lock = store.path / names.branch_ref("a").decode()
+    lock = lock.with_name(lock.name + ".lock")
+    lock.write_text("0" * 40 + "\n")
+    _age(lock, 3600)
+    packed = store.path / "packed-refs.lock"
+    packed.write_text("")
+    _age(packed, 3600)
+    young = store.path / "refs" / "heads" / "hroot" / "young.lock"
+    young.write_text("")  # a writer may hold this one now
+
+    assert store.gc().locks == 2
+    assert not lock.exists() and not packed.exists() and young.exists()
+    young.unlink()
+    started = time.monotonic()
+    push_image(store, "a", tag="v2")
+    assert time.monotonic() - started < 5  # not the 10 s after which a lock is broken
+    assert store.tags("a") == ["v1", "v2"]
+
+
+def test_a_deleted_repository_leaves_the_disk_and_shared_blobs_stay(store: Store) -> None:
+    kept = push_image(store, "kept", layer_size=2 << 20)
+    shared = kept.layers[0]
+    put(store, "doomed", shared)
+    put(store, "doomed", kept.config)
+    doomed = push_image(store, "doomed", layers=3, layer_size=2 << 20)
+    store.put_manifest("doomed", "shared", _manifest_with(kept.config, [shared]))
+    git(store, "gc", "--quiet")  # the doomed layers sit in a pack, as after `git gc --auto`
+    before = _du(store.path / "objects")
+
+    git(store, "branch", "-D", "hroot/doomed")
+    report = store.gc(expiry=0)
+
+    after = _du(store.path / "objects")
+    assert before - after >= 3 * (2 << 20)  # the unique layers left objects/
+    assert report.reclaimed >= 3 * (2 << 20)
+    assert report.before.objects > report.after.objects
+    for layer in doomed.layers:
+        with pytest.raises(BlobUnknown):
+            store.stat_blob("doomed", str(digests.of(layer)))
+    for data in [kept.config, *kept.layers]:
+        with store.open_blob("kept", str(digests.of(data))) as reader:
+            assert reader.read() == data
+    assert store.get_manifest("kept", "v1").body == kept.manifest
+    assert_fsck_clean(store)
+
+
+def _manifest_with(config: bytes, layers: list[bytes]) -> bytes:
+    from tests.documents import image_manifest
+
+    return image_manifest(config, layers)
