@@ -13,7 +13,7 @@ from dulwich.refs import DiskRefsContainer
 
 # A ref update holds its lock for milliseconds, `git pack-refs` packed-refs.lock for
 # well under a second (git itself gives up on it after 1 s): a lock older than this
-# was left by a crash. `hroot serve` and `hroot gc` remove such locks at once.
+# was left by a crash. Store.gc removes such locks (storage.gc).
 STALE_LOCK_SECONDS = 10.0
 LOCK_WAIT_SECONDS = 60.0
 
