@@ -15,17 +15,18 @@ What goes (docs/format.md §5), each only once older than `expiry`:
 - ref lock files older than refs.STALE_LOCK_SECONDS, whatever `expiry` is.
 
 Then `git repack -A -d` (unreachable packed objects become loose, keeping their
-pack's mtime), `git prune --expire=<expiry>`, which removes unreachable loose
-objects older than `expiry`, and `git commit-graph write --reachable`. An object a
-write under way has created is younger than that, or already named by a ref; within
-one process the WriteGate also keeps the sweep and the prune out while any write is
-between writing an object and naming it.
+pack's mtime), `git prune --expire=<cutoff>`, which removes unreachable loose
+objects older than the cutoff, and `git commit-graph write --reachable`. The cutoff
+is `expiry` before the moment every write of this process then under way had ended
+(WriteGate): such a write's objects are named by a ref by then, and a later write's
+objects are younger than the cutoff. Writes never wait for gc.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import shutil
 import subprocess
@@ -93,48 +94,47 @@ class GcReport:
 
 
 class WriteGate:
-    """Keeps gc's sweep and prune apart from writes in flight in this process.
+    """Lets gc wait for the writes of this process under way when it starts, and never
+    for later ones (which would stall every push behind one long upload).
 
-    A write holds the gate (shared) from its first object to the ref that names
-    it; gc takes it exclusively, new writes wait meanwhile, and it waits for those
-    in flight. A thread's nested writes (put_blob spooling through an upload) count once.
+    A write holds the gate from its first object to the ref that names it. gc takes
+    a cutoff time, waits until every write that began before it has ended, and then
+    removes only what is older than the cutoff (less the expiry): an object of a write
+    that began later is younger than that. A thread's nested writes (put_blob spooling
+    through an upload) count once.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._writes = 0
-        self._sweeping = False
+        self._under_way: set[int] = set()  # one token per outermost write
+        self._tokens = itertools.count()
         self._depth = threading.local()
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         depth = getattr(self._depth, "n", 0)
+        token = None
         if depth == 0:
+            token = next(self._tokens)
             with self._cond:
-                self._cond.wait_for(lambda: not self._sweeping)
-                self._writes += 1
+                self._under_way.add(token)
         self._depth.n = depth + 1
         try:
             yield
         finally:
             self._depth.n = depth
-            if depth == 0:
+            if token is not None:
                 with self._cond:
-                    self._writes -= 1
+                    self._under_way.discard(token)
                     self._cond.notify_all()
 
-    @contextlib.contextmanager
-    def sweeping(self) -> Iterator[None]:
+    def settled(self) -> float:
+        """Wait until every write under way now has ended; the time gc may count from."""
+        cutoff = time.time()
         with self._cond:
-            self._cond.wait_for(lambda: not self._sweeping)
-            self._sweeping = True
-            self._cond.wait_for(lambda: self._writes == 0)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._sweeping = False
-                self._cond.notify_all()
+            before = set(self._under_way)
+            self._cond.wait_for(lambda: not before & self._under_way)
+        return cutoff
 
 
 def remove_stale_locks(gitdir: Path, now: float | None = None) -> int:
@@ -163,20 +163,19 @@ def collect(
     report = GcReport(before=usage(gitdir))
     step("locks")
     report.locks = remove_stale_locks(gitdir)
-    with gate.sweeping():
-        now = time.time()
-        step("uploads")
-        _expire_spools(gitdir / "hroot" / "uploads", now - expiry, report)
-        _expire_tmp_files(gitdir / "objects", now - expiry, report)
-        step("refs")
-        _expire_refs(gitdir, git_refs, store, now - expiry, report)
+    cutoff = gate.settled() - expiry
+    step("uploads")
+    _expire_spools(gitdir / "hroot" / "uploads", cutoff, report)
+    _expire_tmp_files(gitdir / "objects", cutoff, report)
+    step("refs")
+    _expire_refs(gitdir, git_refs, store, cutoff, report)
     step("repack")
     _git(gitdir, "repack", "-A", "-d", "-q")
     step("prune")
-    with gate.sweeping():
-        # git compares whole seconds: round up, so that expiry 0 takes this second's
-        # objects too (the gate keeps every write of this process out meanwhile)
-        _git(gitdir, "prune", f"--expire=@{int(time.time() - expiry) + 1}")
+    # git prune takes what is not newer than the expiry, in whole seconds of mtime: an
+    # object or tmp file of the cutoff's own second (a write that began after it) must
+    # stay, so the expiry is the second before it
+    _git(gitdir, "prune", f"--expire=@{int(cutoff) - 1}")
     # as `git gc` does: a commit-graph that `git gc --auto` wrote may name pruned commits
     _git(gitdir, "commit-graph", "write", "--reachable")
     report.after = usage(gitdir)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dulwich.object_store import DiskObjectStore
+from dulwich.pack import PackFileDisappeared
 from isal import isal_zlib
 
 from storage import deflate
@@ -323,7 +324,8 @@ def _name(objects_dir: Path, tmp: Path, oid: str) -> Path:
         return folder
     os.chmod(tmp, 0o444)
     for attempt in range(3):
-        folder.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # there, or gone again: the rename tells
+            os.mkdir(folder)
         try:
             os.rename(tmp, final)
             break
@@ -416,7 +418,7 @@ def open_blob(store: DiskObjectStore, oid: str) -> ObjectReader:
                 return _open_packed(store, pack.data.path, offset, oid)
             except KeyError:
                 continue
-            except FileNotFoundError:
+            except (FileNotFoundError, PackFileDisappeared):
                 break  # the packs changed under us (git gc): look again
     raise KeyError(oid)
 

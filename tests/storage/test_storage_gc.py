@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
 from storage import Store, digests, names
-from storage.errors import BlobUnknown
+from storage.errors import BlobUnknown, ManifestBlobUnknown
 from tests.storage.images import assert_fsck_clean, git, push_image, put
 
 DAY = 24 * 3600
@@ -106,6 +109,8 @@ def test_a_deleted_repository_leaves_the_disk_and_shared_blobs_stay(store: Store
     doomed = push_image(store, "doomed", layers=3, layer_size=2 << 20)
     store.put_manifest("doomed", "shared", _manifest_with(kept.config, [shared]))
     git(store, "gc", "--quiet")  # the doomed layers sit in a pack, as after `git gc --auto`
+    for pack in (store.path / "objects" / "pack").iterdir():  # ... a while ago: gc counts
+        _age(pack, 10)  # whole seconds, and never takes this second's objects
     before = _du(store.path / "objects")
 
     git(store, "branch", "-D", "hroot/doomed")
@@ -129,3 +134,64 @@ def _manifest_with(config: bytes, layers: list[bytes]) -> bytes:
     from tests.documents import image_manifest
 
     return image_manifest(config, layers)
+
+
+def test_gc_beside_pushes_and_reads_loses_nothing(store: Store) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    pushed: dict[str, bytes] = {}
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                store.gc(expiry=0)
+            except BaseException as error:
+                errors.append(error)
+
+    def push(worker: int) -> None:
+        for i in range(15):
+            tag = f"w{worker}-{i}"
+            while True:
+                try:
+                    image = push_image(store, "busy", tag=tag, layer_size=4096)
+                    break
+                except ManifestBlobUnknown:
+                    continue  # gc expired its staged blobs (expiry 0): upload again
+                except BaseException as error:
+                    errors.append(error)
+                    return
+            pushed[tag] = image.manifest
+            try:
+                for done, body in list(pushed.items()):
+                    assert store.get_manifest("busy", done).body == body
+                spooled = put_spooled(store, f"s{worker}", image.layers[0])
+                assert store.stat_blob(f"s{worker}", spooled).size == 4096
+            except BlobUnknown:
+                pass  # its staging expired at once (expiry 0)
+            except BaseException as error:
+                errors.append(error)
+                return
+
+    gc_thread = threading.Thread(target=collect)
+    gc_thread.start()
+    workers = [threading.Thread(target=push, args=(n,)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    gc_thread.join()
+
+    assert errors == [], "".join(traceback.format_exception(errors[0]))
+    assert len(pushed) == 45
+    for tag, body in pushed.items():
+        manifest = store.get_manifest("busy", tag)
+        assert manifest.body == body
+    assert_fsck_clean(store)
+
+
+def put_spooled(store: Store, repo: str, data: bytes) -> str:
+    """Upload through a spool (no size given), as a chunked push does."""
+    digest = str(digests.of(data))
+    store.put_blob(repo, digest, io.BytesIO(data))
+    return digest
