@@ -12,10 +12,23 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-from registry.cli import bundle, diff, export, fsck, import_, log, ls, rm, serve, show, sync
+from registry.cli import bundle, diff, export, fsck, gc, import_, log, ls, rm, serve, show, sync
 
 # In the order `hroot --help` lists them.
-COMMANDS: list[ModuleType] = [serve, log, show, diff, ls, rm, import_, export, bundle, sync, fsck]
+COMMANDS: list[ModuleType] = [
+    serve,
+    log,
+    show,
+    diff,
+    ls,
+    rm,
+    import_,
+    export,
+    bundle,
+    sync,
+    fsck,
+    gc,
+]
 
 
 def _version() -> str:
