@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dulwich.repo import Repo
 
-from storage import names, refs
+from storage import gc, names, refs
 from storage.digests import Digest
 from storage.layout import ObjectCache, TreeWriter
 from storage.objects import ObjectBatch
@@ -109,7 +109,7 @@ def repair(gitdir: Path, report: Report) -> list[str]:
         bad: dict[bytes, list[Digest]] = {}
         for problem in report.problems:
             match problem.leftover:
-                case StaleLock(path) if _age(path) > refs.STALE_LOCK_SECONDS:
+                case StaleLock(path) if gc.age(path) > refs.STALE_LOCK_SECONDS:
                     path.unlink(missing_ok=True)
                     removed.append(f"removed stale lock {path.relative_to(gitdir)}")
                 case DeadRef(ref, oid) if refs.compare_and_swap(repo.refs, ref, oid, None):
@@ -161,11 +161,9 @@ def _incoming(gitdir: Path) -> list[Problem]:
 
 
 def _stale_locks(gitdir: Path) -> list[Problem]:
-    locks = [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]
     return [
         Problem(None, f"stale lock file {lock.relative_to(gitdir)}", StaleLock(lock))
-        for lock in sorted(locks)
-        if _age(lock) > refs.STALE_LOCK_SECONDS
+        for lock in gc.stale_locks(gitdir)
     ]
 
 
@@ -212,14 +210,4 @@ def _unstage(repo: Repo, ref: bytes, remove: list[Digest]) -> bool:
 
 
 def _ref_age(gitdir: Path, ref: bytes) -> float:
-    """How long `ref` has been there at least: its loose file's age, or for a packed ref
-    that of packed-refs (written when it was packed, so later than the ref)."""
-    loose = gitdir / ref.decode()
-    return _age(loose if loose.exists() else gitdir / "packed-refs")
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
+    return time.time() - gc.ref_mtime(gitdir, ref)

@@ -137,15 +137,19 @@ class WriteGate:
         return cutoff
 
 
-def remove_stale_locks(gitdir: Path, now: float | None = None) -> int:
-    """Remove ref lock files older than refs.STALE_LOCK_SECONDS (left by a crash); how many."""
-    now = time.time() if now is None else now
+def stale_locks(gitdir: Path) -> list[Path]:
+    """Ref lock files older than refs.STALE_LOCK_SECONDS: a crash's, no live writer's."""
+    locks = [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]
+    return sorted(lock for lock in locks if age(lock) > refs.STALE_LOCK_SECONDS)
+
+
+def remove_stale_locks(gitdir: Path) -> int:
+    """Remove the stale ref lock files (stale_locks); how many."""
     removed = 0
-    for lock in [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]:
-        if _age(lock, now) > refs.STALE_LOCK_SECONDS:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-                removed += 1
+    for lock in stale_locks(gitdir):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed += 1
     return removed
 
 
@@ -249,7 +253,7 @@ def _expire_refs(
     for prefix in (names.STAGING_PREFIX, INCOMING_PREFIX.encode()):
         for rest, oid in git_refs.as_dict(prefix).items():
             ref = prefix + rest
-            if _ref_mtime(gitdir, ref) >= cutoff:
+            if ref_mtime(gitdir, ref) >= cutoff:
                 continue
             staged = _staged_count(store, oid) if prefix == names.STAGING_PREFIX else 0
             if not refs.compare_and_swap(git_refs, ref, oid, None):
@@ -268,7 +272,7 @@ def _staged_count(store: DiskObjectStore, tree_id: bytes) -> int:
     return sum(len(store[sub]) for _, _, sub in by_algorithm.iteritems())
 
 
-def _ref_mtime(gitdir: Path, ref: bytes) -> float:
+def ref_mtime(gitdir: Path, ref: bytes) -> float:
     """When `ref` last changed, at the latest: its loose file's mtime, or for a packed
     ref that of packed-refs (written after the ref's value)."""
     loose = gitdir / ref.decode()
@@ -301,5 +305,6 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _age(path: Path, now: float) -> float:
-    return now - _mtime(path)
+def age(path: Path) -> float:
+    """Seconds since `path` last changed; 0 for one that is gone."""
+    return time.time() - _mtime(path)
