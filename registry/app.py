@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import follow
+from registry import follow, housekeeping
 from registry.common import CONFIG, STORE
 from registry.config import Config
 from registry.logs import quiet_client_garbage
@@ -37,6 +37,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STORE] = store
     if config.follow is not None:
         follow.setup(app)
+    housekeeping.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)

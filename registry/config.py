@@ -40,6 +40,11 @@ class Config:
     # Content-Length would leave less is refused with 507 before its body is read, keeping
     # room for the commits, refs and `git gc` packs that a push and its upkeep still need.
     min_free_bytes: int = 64 * MiB
+    # Seconds between two runs of gc inside the server (registry.housekeeping); 0: never.
+    gc_interval: float = 86_400.0
+    # What gc leaves: upload spools, tmp files, staging refs and unreachable objects younger
+    # than this many seconds (storage.gc).
+    gc_expiry: float = 86_400.0
 
     @property
     def listen(self) -> str:
@@ -68,6 +73,8 @@ def _checked(config: Config, source: str) -> Config:
         raise ConfigError(f"{source}: min_free_bytes must not be negative")
     if config.shutdown_timeout < 0:
         raise ConfigError(f"{source}: shutdown_timeout must not be negative")
+    if not 0 <= config.gc_interval < math.inf or not 0 <= config.gc_expiry < math.inf:
+        raise ConfigError(f"{source}: gc_interval and gc_expiry must be seconds, 0 or more")
     if config.follow == "":
         raise ConfigError(f"{source}: follow must be a URL or a path, not empty")
     if not 0 < config.follow_interval < math.inf:

@@ -61,6 +61,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         help=f"seconds between two fetches from --follow (default {defaults.follow_interval:g})",
     )
+    serve.add_argument(
+        "--gc-interval",
+        metavar="SECONDS",
+        type=float,
+        help=f"seconds between two runs of `hroot gc` inside the server, 0 for none "
+        f"(default {defaults.gc_interval:g})",
+    )
+    serve.add_argument(
+        "--gc-expiry",
+        metavar="SECONDS",
+        type=float,
+        help=f"what gc leaves: anything younger (default {defaults.gc_expiry:g})",
+    )
     return serve
 
 
@@ -73,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             follow=args.follow,
             follow_interval=args.follow_interval,
+            gc_interval=args.gc_interval,
+            gc_expiry=args.gc_expiry,
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)

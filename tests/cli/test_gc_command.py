@@ -34,6 +34,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve(data: Path, *flags: str) -> subprocess.Popen[str]:
+    """`hroot serve` of `data` on a free port, its log on stderr (a pipe)."""
+    listen = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "registry", "serve", "--listen", listen]
+    return subprocess.Popen(
+        [*command, "--data", str(data), *flags],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def age(path: Path, seconds: float) -> None:
     when = time.time() - seconds
     for found in [path, *path.rglob("*")]:
@@ -86,13 +98,7 @@ def test_serve_removes_the_stale_locks_a_crash_left(tmp_path: Path) -> None:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("0" * 40 + "\n")
     age(lock, 60)
-    listen = f"127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "registry", "serve", "--listen", listen, "--data", str(data)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve(data)
     try:
         deadline = time.monotonic() + 20
         while lock.exists() and time.monotonic() < deadline:
@@ -102,3 +108,26 @@ def test_serve_removes_the_stale_locks_a_crash_left(tmp_path: Path) -> None:
         server.terminate()
         log = server.communicate(timeout=20)[1]
     assert "removed 1 stale ref lock file(s) left by a crash" in log
+
+
+def test_serve_runs_gc_on_its_interval(tmp_path: Path) -> None:
+    data = tmp_path / "hroot.git"
+    upload = registry_with_leftovers(data)
+    spool = data / "hroot" / "uploads" / upload
+    server = serve(data, "--gc-interval", "0.5")
+    try:
+        deadline = time.monotonic() + 30
+        while spool.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not spool.exists()  # two days old: past the default expiry of a day
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=20)[1]
+    assert "hroot.gc gc removed 1 upload spools" in log
+    assert "Traceback" not in log
+
+
+def test_gc_settings_must_be_seconds(tmp_path: Path) -> None:
+    refused = hroot("serve", "--gc-interval", "-1", "--data", tmp_path / "new.git")
+    assert refused.returncode == 2 and "gc_interval and gc_expiry" in refused.stderr
+    assert not (tmp_path / "new.git").exists()

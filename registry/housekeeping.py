@@ -1,0 +1,46 @@
+"""The periodic `hroot gc` of a running `hroot serve` (storage.gc), on by default.
+
+Every `gc_interval` seconds (a day by default; 0 turns it off) the app runs the
+store's gc in its executor, so requests go on meanwhile, and logs one line of what
+it reclaimed. A follower runs it too: its own fetches leave objects to prune. A run
+that fails is logged and the next one comes at its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from registry.common import CONFIG, STORE
+
+log = logging.getLogger("hroot.gc")
+
+
+def setup(app: web.Application) -> None:
+    if app[CONFIG].gc_interval > 0:
+        app.cleanup_ctx.append(_collecting)
+
+
+async def _collecting(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_every_interval(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _every_interval(app: web.Application) -> None:
+    config, store = app[CONFIG], app[STORE]
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(config.gc_interval)
+        try:
+            report = await loop.run_in_executor(None, store.gc, config.gc_expiry)
+        except Exception:
+            log.exception("gc failed; the next run is in %g s", config.gc_interval)
+        else:
+            log.info("gc %s", report.summary())
