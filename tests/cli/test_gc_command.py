@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from storage import Store
@@ -34,16 +35,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(data: Path, *flags: str) -> subprocess.Popen[str]:
-    """`hroot serve` of `data` on a free port, its log on stderr (a pipe)."""
+def serve(data: Path, log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """`hroot serve` of `data` on a free port, logging to `log`."""
     listen = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "registry", "serve", "--listen", listen]
-    return subprocess.Popen(
-        [*command, "--data", str(data), *flags],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open("wb") as out:
+        return subprocess.Popen([*command, "--data", str(data), *flags], cwd=ROOT, stderr=out)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def age(path: Path, seconds: float) -> None:
@@ -98,33 +101,33 @@ def test_serve_removes_the_stale_locks_a_crash_left(tmp_path: Path) -> None:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("0" * 40 + "\n")
     age(lock, 60)
-    server = serve(data)
+    log = tmp_path / "serve.log"
+    server = serve(data, log)
+    said = "removed 1 stale ref lock file(s) left by a crash"
     try:
-        deadline = time.monotonic() + 20
-        while lock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: said in log.read_text())
         assert not lock.exists()
     finally:
         server.terminate()
-        log = server.communicate(timeout=20)[1]
-    assert "removed 1 stale ref lock file(s) left by a crash" in log
+        server.wait(20)
+    assert said in log.read_text()
 
 
 def test_serve_runs_gc_on_its_interval(tmp_path: Path) -> None:
     data = tmp_path / "hroot.git"
     upload = registry_with_leftovers(data)
     spool = data / "hroot" / "uploads" / upload
-    server = serve(data, "--gc-interval", "0.5")
+    log = tmp_path / "serve.log"
+    server = serve(data, log, "--gc-interval", "0.5")
     try:
-        deadline = time.monotonic() + 30
-        while spool.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: "hroot.gc gc removed" in log.read_text())
         assert not spool.exists()  # two days old: past the default expiry of a day
     finally:
         server.terminate()
-        log = server.communicate(timeout=20)[1]
-    assert "hroot.gc gc removed 1 upload spools" in log
-    assert "Traceback" not in log
+        server.wait(20)
+    text = log.read_text()
+    assert "hroot.gc gc removed 1 upload spools" in text
+    assert "Traceback" not in text
 
 
 def test_gc_settings_must_be_seconds(tmp_path: Path) -> None:
