@@ -13,20 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage import Store
+from tests.cli.commands import ROOT, hroot
 from tests.storage.images import push_image
 
-ROOT = Path(__file__).resolve().parents[2]
 DAY = 24 * 3600
-
-
-def hroot(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "registry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
 
 
 def free_port() -> int:

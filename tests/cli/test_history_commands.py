@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from storage import Store
+from tests.cli.commands import ROOT, hroot
 from tests.documents import OCI_MANIFEST, digest_of, image_manifest
 from tests.storage.images import image_config, push_layers, tar_of
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -67,18 +66,6 @@ def registry(tmp_path: Path) -> Registry:
     finally:
         store.close()
     return Registry(data, base, old, new, base_layer, old_layer, new_tar)
-
-
-def hroot(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m registry ARGS` from the checkout, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "registry", *map(str, args)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def succeed(*args: str | Path, env: dict[str, str] | None = None) -> str:

@@ -6,24 +6,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage import Store
+from tests.cli.commands import hroot
 from tests.storage.images import push_image, put
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def hroot(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "registry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
 
 
 def git(data: Path, *args: str) -> str:
