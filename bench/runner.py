@@ -86,6 +86,7 @@ async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
                     # writes, Distribution does not, and the writeback of its (or an
                     # earlier workload's) dirty pages would otherwise slow hroot's fsyncs.
                     await asyncio.to_thread(os.sync)
+                    await server.settle()  # nor any git gc hroot started still packing
                     step = workload.run_round(server, number)
                     await _attempt(server, workload, outcome, step, timeout)
     finally:

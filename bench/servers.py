@@ -76,6 +76,9 @@ class Server:
 
     name: str
 
+    async def settle(self) -> None:
+        """Wait for the server's own background upkeep to end (Distribution has none)."""
+
     def __init__(self, home: Path) -> None:
         self.home = home
         self.data = home / "data"
@@ -167,6 +170,14 @@ class Server:
 
 class Hroot(Server):
     name = "hroot"
+
+    async def settle(self, timeout: float = 600) -> None:
+        """Wait for a `git gc --auto` hroot started (git holds gc.pid while it runs): a
+        populated registry (10,000 tags, 2,000 repositories) starts one, and a round
+        timed beside it would time the packing too."""
+        deadline = time.monotonic() + timeout
+        while (self.data / "gc.pid").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
 
     def command(self) -> list[str]:
         return [
