@@ -38,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=gc.EXPIRY_SECONDS,
         metavar="SECONDS",
-        help=f"what is younger stays (default {gc.EXPIRY_SECONDS:.0f}, a day)",
+        help=f"what is younger stays (default {gc.EXPIRY_SECONDS:.0f}, a day). Beside a "
+        "running server keep it longer than any push takes: the server keeps its own "
+        "writes under way from its own gc, not from this process's",
     )
     add_data_option(parser)
     add_json_option(parser)
