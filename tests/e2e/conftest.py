@@ -9,6 +9,7 @@ Every function-scoped use of the server ends with `git fsck` of its repository.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -73,6 +74,15 @@ class Hroot:
 
     def git(self, *args: str | Path) -> str:
         return output("git", "--git-dir", self.data, *args)
+
+    def cli(self, *args: str | Path) -> str:
+        """`python -m registry ARGS --data <this server's repository>`, which must succeed."""
+        return output(sys.executable, "-m", "registry", *args, "--data", self.data, cwd=REPO_ROOT)
+
+    def inspect_digest(self, skopeo: Cli, name: str, tag: str) -> str:
+        """The digest skopeo reads for `name:tag` from this server."""
+        raw = skopeo("inspect", "--tls-verify=false", f"docker://{self.ref(name, tag)}")
+        return str(json.loads(raw)["Digest"])
 
     @staticmethod
     def branch(name: str) -> str:
@@ -388,3 +398,14 @@ def built(
     ref = hroot_server.ref("built", "1")
     docker("build", "--pull", "-t", ref, context)
     return Pushed(ref, push(docker, ref), token)
+
+
+def assert_serves(server: Hroot, base: Pushed, built: Pushed, docker: Cli, skopeo: Cli) -> None:
+    """`server` (a copy of the session's registry) gives skopeo the digests docker pushed,
+    and docker pulls and runs the built image from it."""
+    for name, image in (("base", base), ("built", built)):
+        assert server.inspect_digest(skopeo, name, "1") == image.digest
+    pulled = server.ref("built", "1")
+    docker("pull", pulled)
+    assert cat(docker, pulled, "/etc/added") == built.token
+    docker("rmi", pulled)

@@ -9,24 +9,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, Cli, Hroot, ImageMaker, Pushed, cat
+from .conftest import Cli, Hroot, ImageMaker, Pushed, cat
 from .oci import add_index, check_layout
-from .tools import output
 
 pytestmark = pytest.mark.e2e
 
 TO_HROOT = "--dest-tls-verify=false"
 SAME = "--preserve-digests"  # see test_skopeo.py: no swapping of a layer's compression
-
-
-def hroot_cli(server: Hroot, *args: str | Path) -> str:
-    """`python -m registry ARGS --data <the server's repository>`, which must succeed."""
-    return output(sys.executable, "-m", "registry", *args, "--data", server.data, cwd=REPO_ROOT)
 
 
 def tree(server: Hroot, name: str) -> str:
@@ -37,7 +30,7 @@ def test_exported_docker_archive_loads_and_runs(
     docker: Cli, hroot: Hroot, built: Pushed, tmp_path: Path
 ) -> None:
     archive = tmp_path / "built.tar"
-    printed = hroot_cli(hroot, "export", "built:1", "-o", archive, "--format", "docker-archive")
+    printed = hroot.cli("export", "built:1", "-o", archive, "--format", "docker-archive")
     assert printed == f"exported built:1 {built.digest} to {archive}\n"
 
     # Without the image in the daemon, docker load must take every layer from the archive.
@@ -68,7 +61,7 @@ def test_imported_docker_save_serves_pulls(
     archive = tmp_path / "saved.tar"
     docker("save", "-o", archive, saved)
 
-    printed = hroot_cli(hroot, "import", archive)
+    printed = hroot.cli("import", archive)
     found = re.fullmatch(r"imported archives/saved:1 (sha256:[0-9a-f]{64})\n", printed)
     assert found, printed
     digest = found.group(1)
@@ -90,7 +83,7 @@ def test_import_of_a_layout_is_a_skopeo_copy(
     skopeo("copy", SAME, TO_HROOT, f"oci:{layout}:v1", f"docker://{by_skopeo}")
 
     # The layout's ref.name is the bare tag: --name gives the repository, the tag stays.
-    printed = hroot_cli(hroot, "import", layout, "--name", "archives/by-import")
+    printed = hroot.cli("import", layout, "--name", "archives/by-import")
     assert printed == f"imported archives/by-import:v1 {digest}\n"
     hroot.assert_pushed("archives/by-import", digest)
     hroot.assert_pushed("archives/by-skopeo", digest)
@@ -98,7 +91,7 @@ def test_import_of_a_layout_is_a_skopeo_copy(
     assert tree(hroot, "archives/by-import") == tree(hroot, "archives/by-skopeo")
 
     archive = tmp_path / "exported.tar"
-    hroot_cli(hroot, "export", "archives/by-import:v1", "-o", archive)
+    hroot.cli("export", "archives/by-import:v1", "-o", archive)
     inspected = json.loads(skopeo("inspect", f"oci-archive:{archive}"))
     assert inspected["Digest"] == digest
 
@@ -111,7 +104,7 @@ def test_exported_index_copies_back_with_skopeo(
     arm64 = make_image(layout, "arm64", {"/etc/arch": b"arm64"}, arch="arm64")
     index = add_index(layout, "multi", ["amd64", "arm64"])
     # --name without a tag: each of the layout's images under its own tag
-    printed = hroot_cli(hroot, "import", layout, "--name", "archives/multi")
+    printed = hroot.cli("import", layout, "--name", "archives/multi")
     assert sorted(printed.splitlines()) == [
         f"imported archives/multi:amd64 {amd64}",
         f"imported archives/multi:arm64 {arm64}",
@@ -120,7 +113,7 @@ def test_exported_index_copies_back_with_skopeo(
     hroot.assert_pushed("archives/multi", index, amd64, arm64)
 
     archive = tmp_path / "multi.tar"
-    hroot_cli(hroot, "export", "archives/multi:multi", "-o", archive)
+    hroot.cli("export", "archives/multi:multi", "-o", archive)
     back = tmp_path / "back"
     skopeo("copy", SAME, "--multi-arch", "all", f"oci-archive:{archive}", f"oci:{back}:multi")
     assert check_layout(back, "multi") == index

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
 
-from .conftest import REPO_ROOT, Hroot, Pushed
-from .tools import output
+from .conftest import Hroot, Pushed
 
 pytestmark = pytest.mark.e2e
 
 
-def hroot_cli(server: Hroot, *args: str) -> str:
-    """`python -m registry ARGS --data <the server's repository>`, beside the running server."""
-    return output(sys.executable, "-m", "registry", *args, "--data", server.data, cwd=REPO_ROOT)
-
-
 def as_json(server: Hroot, *args: str) -> Any:
-    return json.loads(hroot_cli(server, *args, "--json"))
+    return json.loads(server.cli(*args, "--json"))
 
 
 def test_log_names_the_base_image(hroot: Hroot, base: Pushed, built: Pushed) -> None:
-    out = hroot_cli(hroot, "log", "built")
+    out = hroot.cli("log", "built")
     assert f"built from base@{base.digest}" in out
     assert f"image {built.digest}  linux/" in out
     entries = as_json(hroot, "log", "built")
@@ -46,7 +39,7 @@ def test_show_lists_three_layers_and_the_one_shared_with_base(
     for layer in image["layers"]:  # docker pushes gzip layers: a tar is larger
         assert layer["uncompressed_size"] > layer["size"]
 
-    out = hroot_cli(hroot, "show", "built:1")
+    out = hroot.cli("show", "built:1")
     layer_lines = [line for line in out.splitlines() if line.lstrip()[:2] in ("1 ", "2 ", "3 ")]
     assert len(layer_lines) == 3
     also_in = [line.split("  ")[-1].split(", ") for line in layer_lines]
@@ -65,7 +58,7 @@ def test_diff_of_base_and_built_adds_two_layers_and_keeps_one(
     old_size, new_size = (as_json(hroot, "show", ref)["size"] for ref in ("base:1", "built:1"))
     assert found["size"] == {"old": old_size, "new": new_size, "change": new_size - old_size}
 
-    out = hroot_cli(hroot, "diff", "base:1", "built:1")
+    out = hroot.cli("diff", "base:1", "built:1")
     assert f"  kept     {kept['digest']}" in out
     assert sum(line.startswith("  added    sha256:") for line in out.splitlines()) == 2
 
@@ -79,5 +72,5 @@ def test_ls_lists_both_with_unique_and_shared_bytes(
     assert usage["built"]["shared"] >= shared_layer["size"]
     for name in ("base", "built"):
         assert usage[name]["unique"] + usage[name]["shared"] == usage[name]["size"] > 0
-    rows = [line.split()[0] for line in hroot_cli(hroot, "ls").splitlines()[1:] if line.strip()]
+    rows = [line.split()[0] for line in hroot.cli("ls").splitlines()[1:] if line.strip()]
     assert "base" in rows and "built" in rows
