@@ -21,7 +21,7 @@ import zstandard
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
-from storage import layout, manifests, objects
+from storage import layout, lineage, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.index import TAG_ANNOTATION, Index
@@ -490,12 +490,9 @@ class History:
                 return None
 
     def _pushed(self, tip: bytes, digest: str) -> tuple[bytes, Commit] | None:
-        """The newest commit of the branch that pushed `digest`."""
-        trailer = f"\nManifest-Digest: {digest}\n".encode()
-        for oid, commit in self._first_parents(tip):
-            if commit.message.startswith(b"push ") and trailer in commit.message:
-                return oid, commit
-        return None
+        """The newest commit of the branch that pushed `digest`, and what it says."""
+        oid = lineage.pushed_by(self._objects, tip, digest)
+        return (oid, self._objects[oid]) if oid is not None else None
 
     # ls
     def usage(self) -> Usage:

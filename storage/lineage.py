@@ -17,6 +17,7 @@ commits update the index directly, since it knows what they did.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from storage.index import Descriptor
 from storage.manifests import ParsedManifest
 from storage.refwatch import RefWatch
 
-# A manifest pushed more than this many commits ago is named by the branch tip instead.
+# A base pushed more than this many commits ago is named by its branch's tip instead.
 _SEARCH_DEPTH = 1000
 # The platform of an index entry that names none (as buildx marks its attestations).
 UNKNOWN_PLATFORM = "unknown/unknown"
@@ -63,6 +64,23 @@ class Edit:
 
     digest: str
     layers: list[Digest] | None  # the manifest pushed, or None: it was removed
+
+
+def pushed_by(
+    objects: DiskObjectStore, tip: bytes, digest: str, depth: int | None = None
+) -> bytes | None:
+    """The newest commit from `tip` back, first parents only (at most `depth` of them),
+    whose message pushed `digest` (docs/format.md §4); None if none did."""
+    trailer = f"\nManifest-Digest: {digest}\n".encode()
+    commit: bytes | None = tip
+    for _ in itertools.count() if depth is None else range(depth):
+        if commit is None:
+            break
+        parsed = objects[commit]
+        if parsed.message.startswith(b"push ") and trailer in parsed.message:
+            return commit
+        commit = parsed.parents[0] if parsed.parents else None
+    return None
 
 
 def parents(bases: list[Base]) -> list[bytes]:
@@ -188,20 +206,9 @@ class Lineage:
         branch = self._branches[ref]
         if digest not in branch.pushed:
             assert branch.tip is not None  # the branch is current: it has a tip
-            branch.pushed[digest] = self._search_push(branch.tip, digest)
+            found = pushed_by(self._objects, branch.tip, digest, _SEARCH_DEPTH)
+            branch.pushed[digest] = found if found is not None else branch.tip
         return branch.pushed[digest]
-
-    def _search_push(self, tip: bytes, digest: str) -> bytes:
-        trailer = f"\nManifest-Digest: {digest}\n".encode()
-        commit = tip
-        for _ in range(_SEARCH_DEPTH):
-            parsed = self._objects[commit]
-            if parsed.message.startswith(b"push ") and trailer in parsed.message:
-                return commit
-            if not parsed.parents:
-                break
-            commit = parsed.parents[0]
-        return tip
 
     # --- keeping the index true to the refs ---------------------------------
     def _refresh(self) -> None:
