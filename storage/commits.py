@@ -61,7 +61,7 @@ class Change:
     summary: str
     trailers: list[tuple[str, str]] = field(default_factory=list)
     lineage: list[bytes] = field(default_factory=list)  # further parents: base image pushes
-    edit: Edit | None = None  # the manifest it pushes or removes, for the lineage index
+    edits: list[Edit] = field(default_factory=list)  # manifests pushed or removed, for lineage
 
 
 # what a branch update does on the tip (and its tree), writing its objects into the batch
@@ -133,7 +133,7 @@ class Writer:
                 batch.install()
             if refs.compare_and_swap(self._refs, ref, tip, head):
                 self._maintenance.committed(len(written), batch.size)
-                edits = [(commit, change.edit) for commit, change in written if change.edit]
+                edits = [(commit, edit) for commit, change in written for edit in change.edits]
                 self._lineage.committed(ref, tip, head, edits)
                 return
 
@@ -195,6 +195,15 @@ class Writer:
         commit.author_timezone = commit.commit_timezone = 0
         commit.message = message(summary, trailers)
         return batch.write(b"commit", commit.as_raw_string())
+
+    def move(self, ref: bytes, old: bytes, new: bytes) -> bool:
+        """Move branch `ref` from `old` to `new`, a rewrite of its history (storage.retention);
+        False if it moved meanwhile. Pushes of this process wait meanwhile."""
+        with self._writing(ref):
+            if not refs.compare_and_swap(self._refs, ref, old, new):
+                return False
+        self._lineage.rewritten(ref)
+        return True
 
     def update_staging(self, repo: str, add: dict[Digest, bytes], remove: set[Digest]) -> None:
         """Add and remove blobs of repo's staging tree, with every other edit queued meanwhile.

@@ -42,10 +42,11 @@ from dulwich.objects import Tree
 from dulwich.refs import DiskRefsContainer
 
 from storage import names, refs
+from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
 
 EXPIRY_SECONDS = 24 * 3600.0
-STEPS = ("locks", "uploads", "refs", "repack", "prune")  # in the order gc reports them
+STEPS = ("retain", "locks", "uploads", "refs", "repack", "prune")  # in the order gc reports them
 
 Step = Callable[[str], None]  # told the name of each step as it begins
 
@@ -73,6 +74,7 @@ class GcReport:
     before: Usage = field(default_factory=lambda: Usage(0, 0))
     after: Usage = field(default_factory=lambda: Usage(0, 0))
     seconds: float = 0.0
+    dropped: Dropped | None = None  # by retention (storage.retention), when asked for
 
     @property
     def reclaimed(self) -> int:
@@ -83,7 +85,8 @@ class GcReport:
 
     def summary(self) -> str:
         """One line, for a log."""
-        return (
+        retained = f"retention dropped {self.dropped.summary()}; " if self.dropped else ""
+        return retained + (
             f"removed {self.spools} upload spools, {self.tmp_files} tmp files, "
             f"{self.staging_refs} staging refs ({self.staged_blobs} staged blobs), "
             f"{self.incoming_refs} incoming refs, {self.locks} stale locks; "

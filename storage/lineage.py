@@ -167,6 +167,11 @@ class Lineage:
                     branch.pushed[edit.digest] = commit
             branch.tip = new
 
+    def rewritten(self, ref: bytes) -> None:
+        """`ref` was moved to rewritten commits: what the index knows of it is stale."""
+        with self._lock:
+            self._unsure.add(ref)
+
     def close(self) -> None:
         with self._lock:
             if self._watch is not None:
@@ -189,7 +194,7 @@ class Lineage:
                 if chosen == ref:
                     return None
                 digest = min(holders[chosen])
-                name = names.decode(chosen.removeprefix(names.BRANCH_PREFIX))
+                name = names.repository(chosen)
                 return Base(f"{name}@{digest}", self._pushed_by(chosen, digest), platform)
         return None
 

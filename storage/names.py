@@ -52,5 +52,10 @@ def branch_ref(name: str) -> bytes:
     return BRANCH_PREFIX + encode(name)
 
 
+def repository(branch: bytes) -> str:
+    """The repository name of a branch ref (`refs/heads/hroot/...`)."""
+    return decode(branch.removeprefix(BRANCH_PREFIX))
+
+
 def staging_ref(name: str) -> bytes:
     return STAGING_PREFIX + encode(name)

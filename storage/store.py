@@ -9,6 +9,7 @@ tip, so concurrent writers (threads or processes) never lose each other's work.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
@@ -27,6 +28,7 @@ from storage import (
     objects,
     refs,
     repository,
+    retention,
     space,
 )
 from storage.commits import Change
@@ -183,7 +185,7 @@ class Store:
                 self._trees(batch).layout(tree, index, remove=[parsed]),
                 f"delete blob {repo}@{parsed}",
                 [("Blob-Digest", str(parsed))],
-                edit=lineage.Edit(str(parsed), None),  # a manifest without its blob is no base
+                edits=[lineage.Edit(str(parsed), None)],  # a manifest without its blob is no base
             )
 
         self._writer.commit(repo, change)
@@ -257,6 +259,7 @@ class Store:
             taken.update(self._referenced_blobs(repo, tree, parsed, batch))
             manifest_oid = batch.write(b"blob", body)  # once it is valid
             index = layout.read_index(self._cache, tree)
+            previous = index.find(tag) if tag is not None else None
             if tag is not None:
                 index = index.with_tag(tag, descriptor)
             else:
@@ -266,10 +269,12 @@ class Store:
             trailers = [("Manifest-Digest", str(digest)), ("Media-Type", parsed.media_type)]
             if tag:
                 trailers.insert(1, ("Tag", tag))
+            if previous is not None and previous["digest"] != str(digest):
+                trailers.append(("Previous-Digest", previous["digest"]))
             trailers += [base.trailer() for base in bases]
             summary = f"push {where} {digest}" if tag else f"push {where}"
             edit = lineage.Edit(str(digest), parsed.layers)
-            return Change(new_tree, summary, trailers, lineage.parents(bases), edit)
+            return Change(new_tree, summary, trailers, lineage.parents(bases), [edit])
 
         self._writer.commit(repo, change)
         self._unstage(repo, set(taken))
@@ -309,7 +314,7 @@ class Store:
                 self._trees(batch).layout(tree, left, remove=[parsed]),
                 f"delete manifest {repo}@{parsed}",
                 [("Manifest-Digest", str(parsed))] + [("Tag", t) for t in gone],
-                edit=lineage.Edit(str(parsed), None),
+                edits=[lineage.Edit(str(parsed), None)],
             )
 
         self._writer.commit(repo, change, must_exist=True)
@@ -404,13 +409,126 @@ class Store:
                 continue
         return Removed(repo, tip.decode(), staged, uploads)
 
-    # --- housekeeping (storage.gc) -----------------------------------------
-    def gc(self, expiry: float = gc.EXPIRY_SECONDS, step: gc.Step | None = None) -> gc.GcReport:
-        """Remove abandoned uploads, tmp files, staging and stale locks older than
-        `expiry` seconds, then repack and prune. One run at a time, never beside the
-        background `git gc --auto`; pushes and pulls go on meanwhile."""
+    # --- housekeeping (storage.gc, storage.retention) -----------------------
+    @space.raises_storage_full
+    @_writing
+    def retain(
+        self, rules: retention.Rules, expiry: float = gc.EXPIRY_SECONDS, dry_run: bool = False
+    ) -> retention.Dropped:
+        """Drop untagged manifests and cut histories as `rules` say (storage.retention);
+        with `dry_run`, only say what would go. Nothing younger than `expiry` is taken
+        for untagged: a push of an index names its images only after pushing them."""
+        dropped = retention.Dropped()
+        now = time.time()
+        if rules.untagged_days is not None:
+            since = now - max(rules.untagged_days * retention.DAY, expiry)
+            for repo in self.repositories():
+                self._drop_untagged(repo, since, dry_run, dropped)
+        if rules.cuts_history:
+            self._cut_histories(rules, now, dry_run, dropped)
+        return dropped
+
+    def _drop_untagged(
+        self, repo: str, since: float, dry_run: bool, dropped: retention.Dropped
+    ) -> None:
+        """One commit that drops repo's untagged manifests not named since `since`, and
+        takes the blobs no manifest left needs out of its layout (onto its staging
+        tree first, so that a push counting on one meanwhile still finds it)."""
+        tip, tree = self._tip(repo)
+        young = retention.recently_named(self._objects, tip, since)
+        listed = {d["digest"] for d in layout.read_index(self._cache, tree).manifests()}
+        drop, unneeded = self._untagged(tree, young)
+        if not drop and not unneeded:
+            return
+        if dry_run:
+            dropped.manifests[repo], dropped.blobs[repo] = drop, len(unneeded)
+            return
+        self._writer.update_staging(repo, unneeded, set())
+
+        outcome: list[tuple[list[str], int]] = []  # of the last attempt: manifests, blobs
+
+        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
+            index = layout.read_index(self._cache, tree)
+            new = {d["digest"] for d in index.manifests()} - listed  # pushed meanwhile
+            drop, now_unneeded = self._untagged(tree, young | new)
+            remove = [digest for digest in now_unneeded if digest in unneeded]
+            outcome[:] = [(drop, len(remove))]
+            if not drop and not remove:
+                return None
+            for digest in drop:
+                index = index.without_manifest(digest)
+            return Change(
+                self._trees(batch).layout(tree, index, remove=remove),
+                f"drop untagged manifests of {repo}",
+                [("Manifest-Digest", digest) for digest in drop],
+                edits=[lineage.Edit(digest, None) for digest in drop],
+            )
+
+        self._writer.commit(repo, change, must_exist=True)
+        if outcome and (outcome[0][0] or outcome[0][1]):
+            dropped.manifests[repo], dropped.blobs[repo] = outcome[0]
+
+    def _untagged(
+        self, tree: bytes | None, young: set[str]
+    ) -> tuple[list[str], dict[Digest, bytes]]:
+        """The untagged manifests of a layout that retention drops (none in `young`),
+        and the blobs that no manifest left then needs."""
+        index = layout.read_index(self._cache, tree)
+
+        def parsed(digest: str) -> ParsedManifest | None:
+            oid = layout.find_blob(self._cache, tree, digests.parse(digest))
+            return self._parsed(oid) if oid is not None else None
+
+        drop = retention.untagged_to_drop(index, parsed, young)
+        left = ((d, parsed(d["digest"])) for d in index.manifests() if d["digest"] not in drop)
+        needed = retention.needed_blobs(left)
+        if needed is None:
+            return drop, {}
+        stored = layout.blobs(self._cache, tree)
+        return drop, {digest: oid for digest, oid in stored.items() if str(digest) not in needed}
+
+    def _cut_histories(
+        self, rules: retention.Rules, now: float, dry_run: bool, dropped: retention.Dropped
+    ) -> None:
+        """Rewrite every branch's history to what `rules` keep (retention.Rewrite), and
+        move each branch that changed, unless a push moved it meanwhile."""
+        tips = {
+            names.BRANCH_PREFIX + key: tip
+            for key, tip in self._refs.as_dict(names.BRANCH_PREFIX).items()
+        }
+        with ObjectBatch(self._objects) as batch:
+            rewrite = retention.Rewrite(self._objects, batch)
+            for ref, tip in tips.items():
+                kept, cut = retention.window(self._objects, tip, rules, now)
+                rewrite.keep(ref, kept)
+                if cut:
+                    dropped.commits[names.repository(ref)] = cut
+            moves = {ref: (tip, rewrite.tip(tip)) for ref, tip in tips.items()}
+            for ref, count in rewrite.lineage_dropped.items():
+                dropped.lineage[names.repository(ref)] = count
+            if dry_run:
+                return
+            batch.install()
+        for ref, (old, new) in moves.items():
+            if new != old and not self._writer.move(ref, old, new):
+                dropped.moved.append(names.repository(ref))
+
+    def gc(
+        self,
+        expiry: float = gc.EXPIRY_SECONDS,
+        step: gc.Step | None = None,
+        rules: retention.Rules | None = None,
+    ) -> gc.GcReport:
+        """Drop what retention `rules` let go, if any; remove abandoned uploads, tmp
+        files, staging and stale locks older than `expiry` seconds; then repack and
+        prune. One run at a time, never beside the background `git gc --auto`; pushes
+        and pulls go on meanwhile."""
         with self._maintenance.run_lock:
-            return gc.collect(self.path, self._refs, self._objects, self._gate, expiry, step)
+            (step or (lambda _: None))("retain")
+            dropped = self.retain(rules, expiry) if rules is not None and rules.any else None
+            report = gc.collect(self.path, self._refs, self._objects, self._gate, expiry, step)
+            report.dropped = dropped
+            return report
 
     def remove_stale_locks(self) -> int:
         """Remove ref locks a crash left (older than any live writer holds one); how many."""

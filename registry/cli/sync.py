@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "changed": [
                     {
                         "branch": follow.branch(ref),
-                        "repository": names.decode(ref.encode().removeprefix(names.BRANCH_PREFIX)),
+                        "repository": names.repository(ref.encode()),
                         "old": old,
                         "new": new,
                     }

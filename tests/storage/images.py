@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import Store, digests, names
-from tests.documents import image_manifest
+from tests.documents import OCI_INDEX, OCI_MANIFEST, descriptor, image_manifest
 
 
 def git(store: Store, *args: str, input_text: str | None = None) -> str:
@@ -97,6 +97,26 @@ def push_image(
     image = Image(repo, config, blobs, manifest)
     store.put_manifest(repo, tag or image.digest, manifest)
     return image
+
+
+def push_index(store: Store, repo: str, tag: str) -> tuple[str, Image, Image]:
+    """A two-platform index (amd64, arm64), its children pushed by digest first."""
+    amd64 = push_image(store, repo, tag=None)
+    arm64 = push_image(store, repo, tag=None)
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {**descriptor(OCI_MANIFEST, image.manifest), "platform": platform}
+                for image, platform in (
+                    (amd64, {"os": "linux", "architecture": "amd64"}),
+                    (arm64, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+                )
+            ],
+        }
+    ).encode()
+    return store.put_manifest(repo, tag, body).digest, amd64, arm64
 
 
 def image_config(platform: str = "linux/amd64", **run: Any) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import pytest
 
 from storage import Store, archives, digests
 from storage.archives import ArchiveError
-from tests.documents import OCI_MANIFEST, descriptor
-from tests.storage.images import Image, assert_fsck_clean, git, push_image, put
+from tests.documents import descriptor
+from tests.storage.images import assert_fsck_clean, git, push_image, push_index, put
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -68,26 +68,6 @@ def write_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None 
             member.type, member.linkname = tarfile.SYMTYPE, target
             tar.addfile(member)
     return path
-
-
-def push_index(store: Store, repo: str, tag: str) -> tuple[str, Image, Image]:
-    """A two-platform index (amd64, arm64), its children pushed by digest first."""
-    amd64 = push_image(store, repo, tag=None)
-    arm64 = push_image(store, repo, tag=None)
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {**descriptor(OCI_MANIFEST, image.manifest), "platform": platform}
-                for image, platform in (
-                    (amd64, {"os": "linux", "architecture": "amd64"}),
-                    (arm64, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
-                )
-            ],
-        }
-    ).encode()
-    return store.put_manifest(repo, tag, body).digest, amd64, arm64
 
 
 def test_oci_archive_round_trip(store: Store, second: Store, tmp_path: Path) -> None:
