@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from storage.retention import Rules
+
 MiB = 1 << 20
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -45,6 +47,16 @@ class Config:
     # What gc leaves: upload spools, tmp files, staging refs and unreachable objects younger
     # than this many seconds (storage.gc).
     gc_expiry: float = 86_400.0
+    # Retention in that gc (storage.retention), each off unless set: drop untagged manifests
+    # untagged for longer than this many days; keep at least this many commits, or days,
+    # of each repository's history, cutting off what is older.
+    gc_drop_untagged_days: float | None = None
+    gc_keep_commits: int | None = None
+    gc_keep_days: float | None = None
+
+    @property
+    def retention(self) -> Rules:
+        return Rules(self.gc_drop_untagged_days, self.gc_keep_commits, self.gc_keep_days)
 
     @property
     def listen(self) -> str:
@@ -75,6 +87,16 @@ def _checked(config: Config, source: str) -> Config:
         raise ConfigError(f"{source}: shutdown_timeout must not be negative")
     if not 0 <= config.gc_interval < math.inf or not 0 <= config.gc_expiry < math.inf:
         raise ConfigError(f"{source}: gc_interval and gc_expiry must be seconds, 0 or more")
+    for name in ("gc_drop_untagged_days", "gc_keep_days"):
+        if not 0 <= (getattr(config, name) or 0) < math.inf:
+            raise ConfigError(f"{source}: {name} must be a number of days, 0 or more")
+    if config.gc_keep_commits is not None and config.gc_keep_commits < 1:
+        raise ConfigError(f"{source}: gc_keep_commits must be a positive integer")
+    if config.follow is not None and config.retention.any:
+        raise ConfigError(
+            f"{source}: a follower keeps its primary's history as fetched: "
+            "set retention (gc_drop_untagged_days, gc_keep_commits, gc_keep_days) on the primary"
+        )
     if config.follow == "":
         raise ConfigError(f"{source}: follow must be a URL or a path, not empty")
     if not 0 < config.follow_interval < math.inf:
@@ -84,7 +106,7 @@ def _checked(config: Config, source: str) -> Config:
 
 def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Config:
     """Apply `values` (TOML keys, or `listen`) over `base`, checking names and types."""
-    known = {f.name for f in fields(Config)}
+    annotations = {f.name: str(f.type) for f in fields(Config)}
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key == "listen":
@@ -95,22 +117,29 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
             continue
-        if key not in known:
+        if key not in annotations:
             raise ConfigError(f"{source}: unknown setting {key!r}")
         default = getattr(Config, key)
         if isinstance(default, Path):
             if not isinstance(value, str | Path):
                 raise ConfigError(f"{source}: {key} must be a path string")
             value = Path(value)
-        elif default is None:  # an optional string
-            if not isinstance(value, str):
-                raise ConfigError(f"{source}: {key} must be a string")
+        elif default is None:  # optional: "str | None", "int | None" or "float | None"
+            value = _optional(value, annotations[key].split(" | ")[0], f"{source}: {key}")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif type(value) is not type(default):
             raise ConfigError(f"{source}: {key} must be of type {type(default).__name__}")
         changes[key] = value
     return _checked(replace(base, **changes), source)
+
+
+def _optional(value: Any, kind: str, where: str) -> Any:
+    """`value` for an optional setting of type `kind` (an int will do for a float)."""
+    accepted = {"str": (str,), "int": (int,), "float": (int, float)}[kind]
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        raise ConfigError(f"{where} must be of type {kind}")
+    return float(value) if kind == "float" else value
 
 
 def load_config(

@@ -2,7 +2,8 @@
 
 Every `gc_interval` seconds (a day by default; 0 turns it off) the app runs the
 store's gc in its executor, so requests go on meanwhile, and logs one line of what
-it reclaimed. A follower runs it too: its own fetches leave objects to prune. A run
+it reclaimed, with the retention the config asks for (none by default). A follower
+runs it too (it has no retention): its own fetches leave objects to prune. A run
 that fails is logged and the next one comes at its time.
 """
 
@@ -39,7 +40,9 @@ async def _every_interval(app: web.Application) -> None:
     while True:
         await asyncio.sleep(config.gc_interval)
         try:
-            report = await loop.run_in_executor(None, store.gc, config.gc_expiry)
+            report = await loop.run_in_executor(
+                None, store.gc, config.gc_expiry, None, config.retention
+            )
         except Exception:
             log.exception("gc failed; the next run is in %g s", config.gc_interval)
         else:

@@ -17,6 +17,7 @@ from aiohttp import web
 from registry import follow
 from registry.app import create_app
 from registry.cli.common import add_data_option
+from registry.cli.gc import add_retention_options
 from registry.config import LOG_LEVELS, Config, ConfigError, load_config
 from registry.logs import setup_logging
 from storage import StoreError, repository
@@ -74,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         help=f"what gc leaves: anything younger (default {defaults.gc_expiry:g})",
     )
+    add_retention_options(serve, prefix="gc-")
     return serve
 
 
@@ -88,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
             follow_interval=args.follow_interval,
             gc_interval=args.gc_interval,
             gc_expiry=args.gc_expiry,
+            gc_drop_untagged_days=args.gc_drop_untagged,
+            gc_keep_commits=args.gc_keep_commits,
+            gc_keep_days=args.gc_keep_days,
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)

@@ -124,3 +124,80 @@ def test_gc_settings_must_be_seconds(tmp_path: Path) -> None:
     refused = hroot("serve", "--gc-interval", "-1", "--data", tmp_path / "new.git")
     assert refused.returncode == 2 and "gc_interval and gc_expiry" in refused.stderr
     assert not (tmp_path / "new.git").exists()
+
+
+def _three_versions(data: Path) -> list[str]:
+    """Three pushes of app:latest (two manifests left untagged) and one of web:latest."""
+    store = Store.open(data)
+    try:
+        pushed = [push_image(store, "app", "latest").digest for _ in range(3)]
+        push_image(store, "web", "latest")
+    finally:
+        store.close()
+    return pushed
+
+
+def _commits(data: Path, repo: str) -> int:
+    counted = subprocess.run(
+        ["git", "--git-dir", str(data), "rev-list", "--count", f"hroot/{repo}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(counted.stdout)
+
+
+def test_retention_dry_run_says_what_would_go_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "hroot.git"
+    first, second, _ = _three_versions(data)
+    args = ("--drop-untagged", "0", "--keep-commits", "1", "--expiry", "0", "--data", data)
+
+    planned = hroot("gc", *args, "--dry-run")
+
+    assert planned.returncode == 0, planned.stderr
+    lines = planned.stdout.splitlines()
+    assert lines[0] == "app: would drop 2 untagged manifest(s), 8 blob(s), 2 commit(s) of history"
+    assert sorted(lines[1:3]) == sorted([f"  {first}", f"  {second}"])
+    assert lines[-1].startswith("retention would drop 2 untagged manifests, 8 blobs, 2 commits")
+    assert _commits(data, "app") == 3
+
+    done = hroot("gc", *args, "--json")
+    report = json.loads(done.stdout)
+    assert sorted(report["dropped"]["manifests"]["app"]) == sorted([first, second])
+    assert report["dropped"]["commits"] == {"app": 3}  # with the commit that dropped them
+    assert _commits(data, "app") == 2  # that commit on the root that marks the cut
+    assert _commits(data, "web") == 1
+
+
+def test_retention_needs_sane_numbers(tmp_path: Path) -> None:
+    data = tmp_path / "hroot.git"
+    alone = hroot("gc", "--dry-run", "--data", data)
+    assert alone.returncode == 2 and "give a retention option" in alone.stderr
+    bad = hroot("gc", "--keep-days", "-1", "--data", data)
+    assert bad.returncode == 2 and "not a number of days" in bad.stderr
+    follower = hroot("serve", "--follow", str(tmp_path / "p.git"), "--gc-keep-commits", "5")
+    assert follower.returncode == 2 and "set retention" in follower.stderr
+    config = tmp_path / "hroot.toml"
+    config.write_text("gc_keep_commits = 0\n")
+    zero = hroot("serve", "--config", config, "--data", data)
+    assert zero.returncode == 2 and "gc_keep_commits must be a positive integer" in zero.stderr
+    config.write_text('gc_keep_days = "week"\n')
+    text = hroot("serve", "--config", config, "--data", data)
+    assert text.returncode == 2 and "gc_keep_days must be of type float" in text.stderr
+    assert not data.exists()
+
+
+def test_serve_applies_its_retention(tmp_path: Path) -> None:
+    data = tmp_path / "hroot.git"
+    _three_versions(data)
+    config = tmp_path / "hroot.toml"
+    config.write_text("gc_keep_commits = 1\ngc_interval = 0.5\n")
+    log = tmp_path / "serve.log"
+    server = serve(data, log, "--config", str(config))
+    try:
+        wait_for(lambda: "retention dropped" in log.read_text())
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert "retention dropped 0 untagged manifests, 0 blobs, 2 commits" in log.read_text()
+    assert _commits(data, "app") == 2
