@@ -42,10 +42,16 @@ from dulwich.objects import Tree
 from dulwich.refs import DiskRefsContainer
 
 from storage import names, refs
+from storage.errors import StoreError
 from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
 
 EXPIRY_SECONDS = 24 * 3600.0
+# An expiry shorter than this is refused while another process has the registry open: its
+# writes under way are kept from this gc by the expiry alone, and none lasts this long.
+ALONE_EXPIRY_SECONDS = 3600.0
+OPEN_LOCK = Path("hroot") / "open.lock"  # shared by every open Store (Presence)
+GC_LOCK = Path("hroot") / "gc.lock"  # held by the gc running, whichever process runs it
 STEPS = ("retain", "locks", "uploads", "refs", "repack", "prune")  # in the order gc reports them
 
 Step = Callable[[str], None]  # told the name of each step as it begins
@@ -140,6 +146,38 @@ class WriteGate:
         return cutoff
 
 
+class NotAlone(StoreError):
+    message = "another process has this registry open"
+
+
+class Presence:
+    """A shared lock on `hroot/open.lock`, held while a Store is open, so that a gc can tell
+    whether another process (or another Store) may be writing beside it: the WriteGate
+    sees its own process's writes only."""
+
+    def __init__(self, gitdir: Path) -> None:
+        self._file = None
+        with contextlib.suppress(OSError):  # a registry on read-only media writes nothing
+            (gitdir / OPEN_LOCK).parent.mkdir(exist_ok=True)
+            self._file = open(gitdir / OPEN_LOCK, "ab")  # noqa: SIM115 (closed in close)
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
+
+    def alone(self) -> bool:
+        """Whether no one else holds the lock now (checked by taking it exclusively)."""
+        if self._file is None:
+            return True
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_SH)
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def stale_locks(gitdir: Path) -> list[Path]:
     """Ref lock files older than refs.STALE_LOCK_SECONDS: a crash's, no live writer's."""
     locks = [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]
@@ -156,6 +194,22 @@ def remove_stale_locks(gitdir: Path) -> int:
     return removed
 
 
+@contextlib.contextmanager
+def running(gitdir: Path, presence: Presence, expiry: float) -> Iterator[None]:
+    """Hold the gc lock for one run, so that two gc's (of any processes) never repack at
+    once, where each would make the other fail; NotAlone for an expiry shorter than
+    ALONE_EXPIRY_SECONDS while another process has the registry open."""
+    with open(gitdir / GC_LOCK, "ab") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if expiry < ALONE_EXPIRY_SECONDS and not presence.alone():
+            raise NotAlone(
+                message=f"another process has {gitdir} open (a server?): an expiry under "
+                f"{ALONE_EXPIRY_SECONDS:.0f} s is safe only without it; the server's own gc "
+                "(--gc-expiry) is safe at any expiry"
+            )
+        yield
+
+
 def collect(
     gitdir: Path,
     git_refs: DiskRefsContainer,
@@ -164,7 +218,7 @@ def collect(
     expiry: float = EXPIRY_SECONDS,
     step: Step | None = None,
 ) -> GcReport:
-    """One gc run (module docstring); what it did."""
+    """One gc run (module docstring), inside `running`; what it did."""
     step = step or (lambda _: None)
     started = time.monotonic()
     report = GcReport(before=usage(gitdir))

@@ -87,6 +87,7 @@ class Store:
         self._cache = ObjectCache(self._objects)
         self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
         self._gate = gc.WriteGate()
+        self._presence = gc.Presence(self.path)
         self._maintenance = maintenance = Maintenance(self.path, gc_every)
         self._lineage = lineage.Lineage(
             self.path, self._refs, self._objects, self._tree_of, self._stored_manifests
@@ -111,6 +112,7 @@ class Store:
 
     def close(self) -> None:
         self._lineage.close()
+        self._presence.close()
         self._repo.close()
 
     # --- listings ---------------------------------------------------------
@@ -523,7 +525,7 @@ class Store:
         files, staging and stale locks older than `expiry` seconds; then repack and
         prune. One run at a time, never beside the background `git gc --auto`; pushes
         and pulls go on meanwhile."""
-        with self._maintenance.run_lock:
+        with self._maintenance.run_lock, gc.running(self.path, self._presence, expiry):
             (step or (lambda _: None))("retain")
             dropped = self.retain(rules, expiry) if rules is not None and rules.any else None
             report = gc.collect(self.path, self._refs, self._objects, self._gate, expiry, step)

@@ -43,9 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=gc.EXPIRY_SECONDS,
         metavar="SECONDS",
-        help=f"what is younger stays (default {gc.EXPIRY_SECONDS:.0f}, a day). Beside a "
-        "running server keep it longer than any push takes: the server keeps its own "
-        "writes under way from its own gc, not from this process's",
+        help=f"what is younger stays (default {gc.EXPIRY_SECONDS:.0f}, a day). Under "
+        f"{gc.ALONE_EXPIRY_SECONDS:.0f} it is refused while another process (a server) has "
+        "the registry open: only a server's own gc knows the writes it has under way",
     )
     add_retention_options(parser)
     parser.add_argument(

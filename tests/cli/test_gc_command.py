@@ -201,3 +201,22 @@ def test_serve_applies_its_retention(tmp_path: Path) -> None:
         server.wait(20)
     assert "retention dropped 0 untagged manifests, 0 blobs, 2 commits" in log.read_text()
     assert _commits(data, "app") == 2
+
+
+def test_gc_with_a_short_expiry_beside_a_server_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "hroot.git"
+    registry_with_leftovers(data)
+    log = tmp_path / "serve.log"
+    server = serve(data, log)
+    try:
+        wait_for(lambda: "serving " in log.read_text())
+        refused = hroot("gc", "--expiry", "0", "--data", data)
+        beside = hroot("gc", "--data", data)  # the default expiry, a day
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert refused.returncode == 1
+    assert "(a server?): an expiry under 3600 s is safe only without it" in refused.stderr
+    assert beside.returncode == 0, beside.stderr
+    alone = hroot("gc", "--expiry", "0", "--data", data)
+    assert alone.returncode == 0, alone.stderr

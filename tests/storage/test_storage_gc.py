@@ -13,6 +13,8 @@ import pytest
 
 from storage import Store, digests, names
 from storage.errors import BlobUnknown, ManifestBlobUnknown
+from storage.gc import NotAlone
+from storage.retention import Rules
 from tests.storage.images import assert_fsck_clean, git, push_image, put
 
 DAY = 24 * 3600
@@ -198,3 +200,17 @@ def put_spooled(store: Store, repo: str, data: bytes) -> str:
     digest = str(digests.of(data))
     store.put_blob(repo, digest, io.BytesIO(data))
     return digest
+
+
+def test_a_short_expiry_is_refused_while_another_store_is_open(store: Store) -> None:
+    push_image(store, "a")
+    other = Store.open(store.path)
+    try:
+        with pytest.raises(NotAlone, match="an expiry under 3600 s is safe only without it"):
+            store.gc(expiry=0)
+        with pytest.raises(NotAlone):
+            store.gc(expiry=0, rules=Rules(untagged_days=0))  # nor retention first
+        assert store.gc(expiry=3600).spools == 0  # long enough for any write under way
+    finally:
+        other.close()
+    assert store.gc(expiry=0).spools == 0
