@@ -82,6 +82,7 @@ class Store:
         # dulwich takes core.bigFileThreshold (8 MiB here, for `git gc`) as the largest
         # loose object it will read; index.json and trees of big repositories are larger.
         self._objects.loose_object_size_limit = 1 << 40
+        objects.guard_pack_cache(self._objects)
         self._refs = repo.refs
         refs.guard_packed_refs(self._refs)
         self._cache = ObjectCache(self._objects)
