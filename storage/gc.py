@@ -231,14 +231,14 @@ def collect(
     step("refs")
     _expire_refs(gitdir, git_refs, store, cutoff, report)
     step("repack")
-    _git(gitdir, "repack", "-A", "-d", "-q")
+    _git_beside_git(gitdir, "repack", "-A", "-d", "-q")
     step("prune")
     # git prune takes what is not newer than the expiry, in whole seconds of mtime: an
     # object or tmp file of the cutoff's own second (a write that began after it) must
     # stay, so the expiry is the second before it
-    _git(gitdir, "prune", f"--expire=@{int(cutoff) - 1}")
+    _git_beside_git(gitdir, "prune", f"--expire=@{int(cutoff) - 1}")
     # as `git gc` does: a commit-graph that `git gc --auto` wrote may name pruned commits
-    _git(gitdir, "commit-graph", "write", "--reachable")
+    _git_beside_git(gitdir, "commit-graph", "write", "--reachable")
     report.after = usage(gitdir)
     report.seconds = time.monotonic() - started
     return report
@@ -336,6 +336,22 @@ def ref_mtime(gitdir: Path, ref: bytes) -> float:
     return _mtime(loose if loose.exists() else gitdir / "packed-refs")
 
 
+class GitFailed(StoreError):
+    message = "git failed"
+
+
+def _git_beside_git(gitdir: Path, *args: str, attempts: int = 5) -> str:
+    """`_git`, again after a pause if it fails: a `git gc` a person runs meanwhile
+    replaces the packs that a repack is reading ("cannot open pack index") or holds
+    the lock that a commit-graph write wants."""
+    for pause in range(1, attempts):
+        try:
+            return _git(gitdir, *args)
+        except GitFailed:
+            time.sleep(pause)
+    return _git(gitdir, *args)
+
+
 def _git(gitdir: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "--git-dir", str(gitdir), *args],
@@ -344,7 +360,7 @@ def _git(gitdir: Path, *args: str) -> str:
         text=True,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"git {args[0]} failed: {done.stderr.strip()}")
+        raise GitFailed(message=f"git {args[0]} failed: {done.stderr.strip()}")
     return done.stdout
 
 
