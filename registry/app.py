@@ -32,7 +32,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     if store is None:
         store = Store.open(config.data, create=True)
         app.on_cleanup.append(_close_store)
-        if removed := store.remove_stale_locks():  # a crash's: no live writer is that slow
+        if removed := store.remove_stale_locks():
             log.warning("removed %d stale ref lock file(s) left by a crash", removed)
     app[STORE] = store
     if config.follow is not None:

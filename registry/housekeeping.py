@@ -39,6 +39,7 @@ async def _every_interval(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(config.gc_interval)
+        log.info("gc started (expiry %g s)", config.gc_expiry)
         try:
             report = await loop.run_in_executor(
                 None, store.gc, config.gc_expiry, None, config.retention

@@ -50,6 +50,9 @@ EXPIRY_SECONDS = 24 * 3600.0
 # An expiry shorter than this is refused while another process has the registry open: its
 # writes under way are kept from this gc by the expiry alone, and none lasts this long.
 ALONE_EXPIRY_SECONDS = 3600.0
+# With no other hroot process on the registry, a ref lock older than this is a crash's:
+# git holds a ref's lock for milliseconds, and gives up on packed-refs.lock after 1 s.
+ALONE_STALE_LOCK_SECONDS = 1.0
 OPEN_LOCK = Path("hroot") / "open.lock"  # shared by every open Store (Presence)
 GC_LOCK = Path("hroot") / "gc.lock"  # held by the gc running, whichever process runs it
 STEPS = ("retain", "locks", "uploads", "refs", "repack", "prune")  # in the order gc reports them
@@ -178,16 +181,17 @@ class Presence:
             self._file.close()
 
 
-def stale_locks(gitdir: Path) -> list[Path]:
-    """Ref lock files older than refs.STALE_LOCK_SECONDS: a crash's, no live writer's."""
+def stale_locks(gitdir: Path, older_than: float = refs.STALE_LOCK_SECONDS) -> list[Path]:
+    """Ref lock files older than `older_than` seconds (by default older than any live
+    writer holds one: a crash's)."""
     locks = [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]
-    return sorted(lock for lock in locks if age(lock) > refs.STALE_LOCK_SECONDS)
+    return sorted(lock for lock in locks if age(lock) > older_than)
 
 
-def remove_stale_locks(gitdir: Path) -> int:
+def remove_stale_locks(gitdir: Path, older_than: float = refs.STALE_LOCK_SECONDS) -> int:
     """Remove the stale ref lock files (stale_locks); how many."""
     removed = 0
-    for lock in stale_locks(gitdir):
+    for lock in stale_locks(gitdir, older_than):
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
             removed += 1

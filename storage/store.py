@@ -534,8 +534,15 @@ class Store:
             return report
 
     def remove_stale_locks(self) -> int:
-        """Remove ref locks a crash left (older than any live writer holds one); how many."""
-        return gc.remove_stale_locks(self.path)
+        """Remove ref locks a crash left; how many. With another process on the registry,
+        those older than any live writer holds one; alone, those over a second old (after
+        waiting that second), so that a server restarted at once after a crash does not
+        keep its pushes waiting for the crash's locks to grow stale."""
+        if not self._presence.alone():
+            return gc.remove_stale_locks(self.path)
+        if gc.stale_locks(self.path, older_than=0):
+            time.sleep(gc.ALONE_STALE_LOCK_SECONDS * 1.1)
+        return gc.remove_stale_locks(self.path, gc.ALONE_STALE_LOCK_SECONDS)
 
     # --- internals --------------------------------------------------------
     def _tip(self, repo: str, must_exist: bool = False) -> tuple[bytes | None, bytes | None]:

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -66,6 +67,7 @@ class Hroot:
     data: Path  # the bare git repository
     log: Path
     log_mark: int = field(default=0)
+    process: subprocess.Popen[bytes] | None = None  # set by `serving`
 
     def ref(self, name: str, reference: str) -> str:
         """`host/name:tag` or `host/name@sha256:…`, as clients write image references."""
@@ -169,7 +171,8 @@ def serving(data: Path, log: Path, *flags: str) -> Iterator[Hroot]:
         what="hroot server",
         env=env,
         cwd=REPO_ROOT,
-    ):
+    ) as process:
+        server.process = process
         yield server
 
 

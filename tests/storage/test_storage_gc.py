@@ -141,7 +141,10 @@ def _manifest_with(config: bytes, layers: list[bytes]) -> bytes:
     return image_manifest(config, layers)
 
 
-def test_gc_beside_pushes_and_reads_loses_nothing(store: Store) -> None:
+@pytest.mark.parametrize(
+    "rules", [None, Rules(untagged_days=0, keep_commits=3)], ids=["gc", "with-retention"]
+)
+def test_gc_beside_pushes_and_reads_loses_nothing(store: Store, rules: Rules | None) -> None:
     stop = threading.Event()
     errors: list[BaseException] = []
     pushed: dict[str, bytes] = {}
@@ -149,7 +152,7 @@ def test_gc_beside_pushes_and_reads_loses_nothing(store: Store) -> None:
     def collect() -> None:
         while not stop.is_set():
             try:
-                store.gc(expiry=0)
+                store.gc(expiry=0, rules=rules)
             except BaseException as error:
                 errors.append(error)
 
