@@ -100,12 +100,13 @@ class RegistryClient:
         ) as response:
             await _check(response, 201)
 
-    async def push_image(self, repo: str, image: Image) -> None:
-        """Pushes the blobs the registry lacks, then the manifest under the image's tag."""
+    async def push_image(self, repo: str, image: Image, tag: str | None = None) -> None:
+        """Pushes the blobs the registry lacks, then the manifest under `tag` (by default
+        the image's own)."""
         for blob in image.blobs:
             if not await self.has_blob(repo, blob.digest):
                 await self.upload_blob(repo, blob, image.blob_file(blob))
-        await self.put_manifest(repo, image.tag, image.manifest)
+        await self.put_manifest(repo, tag or image.tag, image.manifest)
 
     async def head_manifest(self, repo: str, reference: str) -> str:
         async with self.session.head(

@@ -149,6 +149,29 @@ class Server:
             proc.kill()
             await proc.wait()
 
+    def gc_command(self, untagged: bool, keep_commits: int | None) -> list[str]:
+        """The registry's own offline garbage collection, dropping untagged manifests if
+        asked; `keep_commits` is hroot's history retention (Distribution keeps none)."""
+        raise NotImplementedError
+
+    async def collect(self, untagged: bool = False, keep_commits: int | None = None) -> float:
+        """Stop the server and run its garbage collection on the data; the seconds it took.
+        The server stays stopped (Distribution's gc must not run beside it)."""
+        await self.stop()
+        command = self.gc_command(untagged, keep_commits)
+        with self.log.open("ab") as log:
+            log.write(f"\n--- {' '.join(command)}\n".encode())
+            log.flush()
+            started = time.perf_counter()
+            done = await asyncio.create_subprocess_exec(
+                *command, cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            if await done.wait() != 0:
+                raise ServerError(
+                    f"{self.name} gc exited with {done.returncode}: {self.log_tail()}"
+                )
+        return time.perf_counter() - started
+
     async def restart(self, probe: str = "/v2/") -> float:
         """A cold start on the same data; returns the seconds to the first answer to `probe`."""
         await self.stop()
@@ -191,11 +214,36 @@ class Hroot(Server):
             str(self.data),
         ]
 
+    def gc_command(self, untagged: bool, keep_commits: int | None) -> list[str]:
+        """`hroot gc` with expiry 0: safe here, with the server stopped."""
+        command = [
+            sys.executable,
+            "-m",
+            "registry",
+            "gc",
+            "--expiry",
+            "0",
+            "--data",
+            str(self.data),
+        ]
+        if untagged:
+            command += ["--drop-untagged", "0"]
+        if keep_commits is not None:
+            command += ["--keep-commits", str(keep_commits)]
+        return command
+
 
 class Distribution(Server):
     name = "distribution"
 
     def command(self) -> list[str]:
+        return ["docker-registry", "serve", str(self._config())]
+
+    def gc_command(self, untagged: bool, keep_commits: int | None) -> list[str]:
+        flags = ["--delete-untagged"] if untagged else []
+        return ["docker-registry", "garbage-collect", *flags, str(self._config())]
+
+    def _config(self) -> Path:
         config = self.home / "config.yml"
         config.write_text(DISTRIBUTION_CONFIG.format(data=self.data, port=self.port))
-        return ["docker-registry", "serve", str(config)]
+        return config

@@ -1,4 +1,4 @@
-"""The eight workloads. Each builds its images once, then times rounds against one server.
+"""The nine workloads. Each builds its images once, then times rounds against one server.
 
 A workload's `build()` writes the images it pushes (untimed, shared by both registries);
 `prepare()` runs once per registry after it starts and may return one-off timings;
@@ -13,7 +13,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from bench.clients import ClientError, RegistryClient, registry_client, skopeo_copy
 from bench.images import Image, Layer, Layout, manifest_json
@@ -331,13 +331,16 @@ class ManyTagsAndRepositories(Workload):
                 f"listed {len(tags)} tags and {len(repositories)} repositories, "
                 f"pushed {self.tags + 1} and {self.repositories + 1}"
             )
-        return {
+        metrics = {
             "cold start to tags list (s)": cold_tags,
             "cold start to catalog page (s)": cold_catalog,
             "first tags list after a restart (s)": first - start,
             "tags list (s)": listed - first,
             "paged catalog (s)": paged - listed,
         }
+        if number == self.rounds - 1:  # last: the other rounds time the unpacked registry
+            metrics["gc, server stopped (s)"] = await server.collect(untagged=True)
+        return metrics
 
 
 class DiskCorpus(Workload):
@@ -477,6 +480,61 @@ class PushAtScale(Workload):
         return percentiles[49], percentiles[98]
 
 
+class Retention(Workload):
+    """Disk after versions of an image pushed under one tag, each changing one layer, and
+    after an offline gc under each retention setting, each on a copy of those pushes.
+
+    Distribution keeps no history: its "history" row is its plain garbage-collect and
+    its "both" row its --delete-untagged, the nearest it has."""
+
+    number = 9
+    repo = "bench/retained"
+    # name -> (drop untagged manifests, commits of history to keep)
+    settings: ClassVar[dict[str, tuple[bool, int | None]]] = {
+        "no retention": (False, None),
+        "untagged": (True, None),
+        "history": (False, 1),
+        "both": (True, 1),
+    }
+
+    def __init__(self, home: Path, versions: int, layers: int, size: int) -> None:
+        super().__init__(home)
+        self.versions = versions
+        self.layers = layers
+        self.size = size
+        self.title = (
+            f"disk after {versions} pushes of one tag, each changing one of {layers} layers "
+            f"of {human_bytes(size)}, and after gc (--drop-untagged 0 / --keep-commits 1)"
+        )
+        self.images: list[Image] = []
+
+    def params(self) -> dict[str, object]:
+        return {"versions": self.versions, "layers": self.layers, "layer_bytes": self.size}
+
+    fill = DiskCorpus.fill  # the same versions, pushed here under one tag
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        await server.reset()
+        async with registry_client(server.url) as client:
+            for image in self.images:
+                await client.push_image(self.repo, image, tag="latest")
+        await server.stop()
+        await asyncio.sleep(2)  # git prunes what is older than the expiry's whole second
+        pushed = self.home / f"{server.name}-pushed"
+        shutil.rmtree(pushed, ignore_errors=True)
+        shutil.copytree(server.data, pushed, symlinks=True)
+        metrics = {f"disk after {self.versions} pushes (MiB)": server.disk_bytes() / MiB}
+        for name, (untagged, keep_commits) in self.settings.items():
+            shutil.rmtree(server.data)
+            shutil.copytree(pushed, server.data, symlinks=True)
+            seconds = await server.collect(untagged, keep_commits)
+            metrics[f"disk after gc, {name} (MiB)"] = server.disk_bytes() / MiB
+            metrics[f"gc, {name} (s)"] = seconds
+        shutil.rmtree(pushed)
+        await server.start()
+        return metrics
+
+
 def workloads(root: Path, scale: float) -> list[Workload]:
     """All workloads at the given scale, each with its own folder under root."""
     return [
@@ -492,4 +550,5 @@ def workloads(root: Path, scale: float) -> list[Workload]:
         PushAtScale(
             root / "8", 10, scaled(2_000, scale, minimum=20), scaled(200, scale, minimum=50)
         ),
+        Retention(root / "9", 20, 5, scaled(8 * MiB, scale)),
     ]

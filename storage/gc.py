@@ -47,6 +47,8 @@ from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
 
 EXPIRY_SECONDS = 24 * 3600.0
+# git prune takes only objects older than its expiry's whole second (collect)
+PRUNE_GRANULARITY_SECONDS = 2.0
 # An expiry shorter than this is refused while another process has the registry open: its
 # writes under way are kept from this gc by the expiry alone, and none lasts this long.
 ALONE_EXPIRY_SECONDS = 3600.0

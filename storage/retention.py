@@ -67,6 +67,10 @@ class Dropped:
     lineage: dict[str, int] = field(default_factory=dict)  # lineage parents dropped
     moved: list[str] = field(default_factory=list)  # left for the next run: pushed meanwhile
 
+    def __bool__(self) -> bool:
+        """Whether anything was (or would be) dropped."""
+        return any((self.manifests, self.blobs, self.commits, self.lineage))
+
     def summary(self) -> str:
         return (
             f"{sum(map(len, self.manifests.values()))} untagged manifests, "

@@ -529,6 +529,12 @@ class Store:
         with self._maintenance.run_lock, gc.running(self.path, self._presence, expiry):
             (step or (lambda _: None))("retain")
             dropped = self.retain(rules, expiry) if rules is not None and rules.any else None
+            if dropped and expiry < gc.PRUNE_GRANULARITY_SECONDS:
+                # git prune keeps what recent unreachable objects refer to, and counts
+                # whole seconds: the commits retention just replaced (the untagged drop
+                # on the old history, the staging tree of the blobs it swept) would keep
+                # what it dropped until the next run. With no expiry, let them age first.
+                time.sleep(gc.PRUNE_GRANULARITY_SECONDS - expiry)
             report = gc.collect(self.path, self._refs, self._objects, self._gate, expiry, step)
             report.dropped = dropped
             return report

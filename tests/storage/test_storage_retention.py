@@ -199,6 +199,16 @@ def _has_object(store: Store, data: bytes) -> bool:
     return checked.returncode == 0
 
 
+def test_both_rules_give_an_overwritten_tags_bytes_back_in_one_gc(store: Store) -> None:
+    for _ in range(3):
+        push_image(store, "app", "latest", layer_size=200_000)
+    _age_objects(store)
+    report = store.gc(expiry=0, rules=Rules(untagged_days=0, keep_commits=1))
+    assert report.reclaimed >= 2 * 2 * 200_000  # the two older versions' layers
+    assert git(store, "rev-list", "--count", "hroot/app").strip() == "2"
+    assert_fsck_clean(store)
+
+
 def test_gc_reports_what_retention_dropped(store: Store) -> None:
     for _ in range(3):
         push_image(store, "app", "latest")
