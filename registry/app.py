@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from registry import follow, housekeeping
-from registry.common import CONFIG, STORE
+from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
 from registry.logs import quiet_client_garbage
 from registry.middleware import add_api_version, handle_errors, log_access
+from registry.pools import Pools
 from registry.routes import ROUTES
 from storage import Store
 
@@ -29,9 +30,11 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     quiet_client_garbage()
     app = web.Application(middlewares=[log_access, handle_errors])
     app[CONFIG] = config
+    app[POOLS] = Pools(config.read_threads, config.write_threads)
+    app.on_startup.append(_use_pools)
+    owned = store is None
     if store is None:
         store = Store.open(config.data, create=True)
-        app.on_cleanup.append(_close_store)
         if removed := store.remove_stale_locks():
             log.warning("removed %d stale ref lock file(s) left by a crash", removed)
     app[STORE] = store
@@ -41,13 +44,14 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)
+    app.on_cleanup.append(_shut_down if owned else _shut_down_pools)  # after every cleanup_ctx
     return app
 
 
 async def _prepare_lineage(app: web.Application) -> AsyncIterator[None]:
     """Build the store's lineage index in the background while the server starts
     answering; wait for it on the way out, before the store closes."""
-    building = asyncio.get_running_loop().run_in_executor(None, app[STORE].prepare_lineage)
+    building = asyncio.ensure_future(app[POOLS].read(app[STORE].prepare_lineage))
     building.add_done_callback(_log_failure)
     yield
     with contextlib.suppress(Exception):  # logged when it happened
@@ -59,5 +63,15 @@ def _log_failure(done: asyncio.Future[None]) -> None:
         log.error("building the lineage index failed", exc_info=done.exception())
 
 
-async def _close_store(app: web.Application) -> None:
+async def _use_pools(app: web.Application) -> None:
+    """Whatever runs in the loop's default executor runs in the reads pool (registry.pools)."""
+    asyncio.get_running_loop().set_default_executor(app[POOLS].reads)
+
+
+async def _shut_down_pools(app: web.Application) -> None:
+    app[POOLS].shutdown()
+
+
+async def _shut_down(app: web.Application) -> None:
+    await _shut_down_pools(app)
     app[STORE].close()

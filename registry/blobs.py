@@ -49,10 +49,14 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     """
     name, digest = request.match_info["name"], request.match_info["digest"]
     st = store(request)
-    reader = None if request.method == "HEAD" else await blocking(st.open_blob, name, digest)
+    reader = (
+        None if request.method == "HEAD" else await blocking(request, st.open_blob, name, digest)
+    )
     try:
         size = (
-            reader.size if reader is not None else (await blocking(st.stat_blob, name, digest)).size
+            reader.size
+            if reader is not None
+            else (await blocking(request, st.stat_blob, name, digest)).size
         )
         span = parse_range(request.headers.get("Range"), size)
         response = web.StreamResponse(
@@ -70,22 +74,23 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         response.content_length = end - start + 1
         if reader is None or response.content_length == 0:
             return response
-        await blocking(reader.skip, start)
+        await blocking(request, reader.skip, start)
         await response.prepare(request)
-        await _send(response, reader, response.content_length)
+        await _send(request, response, reader, response.content_length)
         await response.write_eof()
     except ConnectionError as exc:
         log.info("client left during GET %s: %s", request.path, exc)
     finally:
         if reader is not None:
-            await blocking(reader.close)
+            await blocking(request, reader.close)
     return response
 
 
-async def _send(response: web.StreamResponse, reader: BlobReader, length: int) -> None:
+async def _send(
+    request: web.Request, response: web.StreamResponse, reader: BlobReader, length: int
+) -> None:
     """Write `length` bytes from reader, reading piece k+1 while piece k goes out."""
-    loop = asyncio.get_running_loop()
-    reading = loop.run_in_executor(None, reader.read, min(PIECE, length))
+    reading = asyncio.ensure_future(blocking(request, reader.read, min(PIECE, length)))
     try:
         while length > 0:
             piece = await reading
@@ -93,7 +98,7 @@ async def _send(response: web.StreamResponse, reader: BlobReader, length: int) -
                 raise RuntimeError(f"blob ended {length} bytes before its size")
             length -= len(piece)
             if length > 0:
-                reading = loop.run_in_executor(None, reader.read, min(PIECE, length))
+                reading = asyncio.ensure_future(blocking(request, reader.read, min(PIECE, length)))
             await response.write(piece)
     finally:
         # On a failed write, let the read in flight end before the reader is closed.
@@ -104,6 +109,9 @@ async def _send(response: web.StreamResponse, reader: BlobReader, length: int) -
 async def delete_blob(request: web.Request) -> web.Response:
     """202: the blob leaves the repository (git keeps it while another commit holds it)."""
     await blocking(
-        store(request).delete_blob, request.match_info["name"], request.match_info["digest"]
+        request,
+        store(request).delete_blob,
+        request.match_info["name"],
+        request.match_info["digest"],
     )
     return web.Response(status=202)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from registry.config import Config
+from registry.pools import Pools
 from storage import Store
 from storage.errors import StoreError
 
@@ -17,6 +17,7 @@ T = TypeVar("T")
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
+POOLS = web.AppKey("pools", Pools)
 
 # Bodies move in pieces of this size: big enough to keep threads busy, small enough for memory.
 PIECE = 1 << 20
@@ -30,9 +31,14 @@ def config(request: web.Request) -> Config:
     return request.app[CONFIG]
 
 
-async def blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking store call in the executor, so one slow request never stalls the others."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+async def blocking(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking store call for `request` off the event loop: a GET or HEAD in the
+    reads pool, anything else in the writes pool within its repository's share
+    (registry.pools)."""
+    pools = request.app[POOLS]
+    if request.method in ("GET", "HEAD"):
+        return await pools.read(fn, *args)
+    return await pools.write(fn, *args, repository=request.match_info.get("name"))
 
 
 async def body_pieces(

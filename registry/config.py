@@ -31,6 +31,10 @@ class Config:
     max_manifest_size: int = 4 * MiB
     # Upper bound of `n` for tags/list and _catalog; larger requests get this many plus a Link.
     max_page_size: int = 10_000
+    # Threads for the blocking work of GET/HEAD requests, and of every other request
+    # (registry.pools); one repository's writes take at most half of the write threads.
+    read_threads: int = 8
+    write_threads: int = 8
     # Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     shutdown_timeout: float = 10.0
     # The primary a read-only follower keeps in step with: a `http://…/git/` URL or a path
@@ -78,7 +82,7 @@ def _checked(config: Config, source: str) -> Config:
     """Refuse values the server could not run with, naming where they came from."""
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
-    for name in ("max_manifest_size", "max_page_size"):
+    for name in ("max_manifest_size", "max_page_size", "read_threads", "write_threads"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{source}: {name} must be a positive integer")
     if config.min_free_bytes < 0:

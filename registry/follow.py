@@ -27,8 +27,9 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from registry import manifests
-from registry.common import CONFIG, STORE
+from registry.common import CONFIG, POOLS, STORE
 from registry.config import ConfigError
+from registry.pools import Pools
 from storage import repository, transport
 from storage.errors import Denied, ManifestUnknown, NameUnknown, StoreError
 
@@ -96,8 +97,9 @@ class Follower:
     says how far behind the primary the follower may be.
     """
 
-    def __init__(self, gitdir: Path, source: str, interval: float) -> None:
+    def __init__(self, gitdir: Path, source: str, interval: float, pools: Pools) -> None:
         self.gitdir = gitdir
+        self._pools = pools
         self.source = source
         self.primary = shown(source)
         self.interval = interval
@@ -156,9 +158,7 @@ class Follower:
     async def _fetch_once(self) -> None:
         """One `git fetch --prune`, off the event loop; logs what moved or why it failed."""
         try:
-            fetched = await asyncio.get_running_loop().run_in_executor(
-                None, transport.fetch, self.gitdir, self.source, True
-            )
+            fetched = await self._pools.write(transport.fetch, self.gitdir, self.source, True)
         except StoreError as error:
             self._failed(reason(error))
         except Exception:  # a bug: say so, and try again next time
@@ -200,7 +200,7 @@ def setup(app: web.Application) -> None:
     fetches every `follow_interval` seconds while it runs."""
     config = app[CONFIG]
     assert config.follow is not None
-    app[FOLLOWER] = Follower(app[STORE].path, config.follow, config.follow_interval)
+    app[FOLLOWER] = Follower(app[STORE].path, config.follow, config.follow_interval, app[POOLS])
     app.middlewares.append(read_only)
     app.cleanup_ctx.append(_following)
 

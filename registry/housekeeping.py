@@ -1,7 +1,7 @@
 """The periodic `hroot gc` of a running `hroot serve` (storage.gc), on by default.
 
 Every `gc_interval` seconds (a day by default; 0 turns it off) the app runs the
-store's gc in its executor, so requests go on meanwhile, and logs one line of what
+store's gc in a thread of its writes pool, so requests go on meanwhile, and logs one line of what
 it reclaimed, with the retention the config asks for (none by default). A follower
 runs it too (it has no retention): its own fetches leave objects to prune. A run
 that fails is logged and the next one comes at its time.
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry.common import CONFIG, STORE
+from registry.common import CONFIG, POOLS, STORE
 
 log = logging.getLogger("hroot.gc")
 
@@ -35,15 +35,12 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _every_interval(app: web.Application) -> None:
-    config, store = app[CONFIG], app[STORE]
-    loop = asyncio.get_running_loop()
+    config, store, pools = app[CONFIG], app[STORE], app[POOLS]
     while True:
         await asyncio.sleep(config.gc_interval)
         log.info("gc started (expiry %g s)", config.gc_expiry)
         try:
-            report = await loop.run_in_executor(
-                None, store.gc, config.gc_expiry, None, config.retention
-            )
+            report = await pools.write(store.gc, config.gc_expiry, None, config.retention)
         except Exception:
             log.exception("gc failed; the next run is in %g s", config.gc_interval)
         else:

@@ -14,7 +14,10 @@ from storage.errors import ManifestInvalid, ManifestTooLarge
 async def get_manifest(request: web.Request) -> web.Response:
     """GET and HEAD: the exact bytes that were pushed, under the media type they were pushed as."""
     manifest = await blocking(
-        store(request).get_manifest, request.match_info["name"], request.match_info["reference"]
+        request,
+        store(request).get_manifest,
+        request.match_info["name"],
+        request.match_info["reference"],
     )
     return web.Response(
         body=manifest.body,
@@ -45,6 +48,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = await _read_manifest(request)
     manifest = await blocking(
+        request,
         store(request).put_manifest,
         name,
         request.match_info["reference"],
@@ -66,7 +70,7 @@ async def delete_manifest(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     st = store(request)
     if is_digest(reference):
-        await blocking(st.delete_manifest, name, reference)
+        await blocking(request, st.delete_manifest, name, reference)
     else:
-        await blocking(st.delete_tag, name, reference)
+        await blocking(request, st.delete_tag, name, reference)
     return web.Response(status=202)

@@ -36,7 +36,7 @@ async def page(
     """
     n = page_size(request)
     last = request.query.get("last") or None
-    items = await blocking(partial(listing, *args, n=n + 1, last=last))
+    items = await blocking(request, partial(listing, *args, n=n + 1, last=last))
     headers = {}
     if n > 0 and len(items) > n:
         query = urlencode({"n": n, "last": items[n - 1]})

@@ -12,6 +12,7 @@ async def list_referrers(request: web.Request) -> web.Response:
     """200 with an image index, also when nothing refers to the digest (the spec says so)."""
     artifact_type = request.query.get("artifactType") or None
     index = await blocking(
+        request,
         store(request).referrers,
         request.match_info["name"],
         request.match_info["digest"],

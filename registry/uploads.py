@@ -15,7 +15,7 @@ from aiohttp import web
 
 from registry.common import blocking, body_pieces, ensure_room, store
 from registry.errors import upload_range
-from storage import BlobInfo, Store
+from storage import BlobInfo
 from storage.errors import BlobUploadInvalid, DigestInvalid, SizeInvalid, StoreError
 
 # `a-b` as the spec writes it; `bytes a-b/total` (RFC 9110) and `bytes=a-b` as some clients do.
@@ -58,13 +58,12 @@ def _chunk_offset(request: web.Request) -> int | None:
 
 async def _write_body(request: web.Request, write: Callable[[bytes], None]) -> None:
     """Stream the body into the blocking `write`, receiving piece k+1 while piece k is written."""
-    loop = asyncio.get_running_loop()
-    writing: asyncio.Future[None] = loop.create_future()
+    writing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     writing.set_result(None)
     try:
         async for piece in body_pieces(request, BlobUploadInvalid):
             await writing
-            writing = loop.run_in_executor(None, write, piece)
+            writing = asyncio.ensure_future(blocking(request, write, piece))
         await writing
     finally:
         # On failure, let a write still in its thread end before the writer is closed.
@@ -76,37 +75,42 @@ async def _receive(request: web.Request, name: str, upload_id: str, offset: int 
     """Append the request body to the upload; the upload's size afterwards."""
     ensure_room(request)
     writer = await blocking(
-        store(request).open_upload, name, upload_id, offset, request.content_length
+        request,
+        store(request).open_upload,
+        name,
+        upload_id,
+        offset,
+        request.content_length,
     )
     try:
         await _write_body(request, writer.write)
     finally:
-        await blocking(writer.close)
+        await blocking(request, writer.close)
     return writer.size
 
 
-async def _discard(st: Store, name: str, upload_id: str) -> None:
+async def _discard(request: web.Request, name: str, upload_id: str) -> None:
     """Drop an upload that failed to complete (as Distribution does), so no spool file lingers."""
     with suppress(StoreError):
-        await blocking(st.cancel_upload, name, upload_id)
+        await blocking(request, store(request).cancel_upload, name, upload_id)
 
 
 async def start_upload(request: web.Request) -> web.Response:
     """POST: a mount (201), a whole blob with ?digest= (201), or a new session (202)."""
     name, query, st = request.match_info["name"], request.query, store(request)
     if "mount" in query and "from" in query:
-        info = await blocking(st.mount_blob, name, query["mount"], query["from"])
+        info = await blocking(request, st.mount_blob, name, query["mount"], query["from"])
         if info is not None:
             return _blob_created(name, info)
-    upload_id = await blocking(st.start_upload, name)
+    upload_id = await blocking(request, st.start_upload, name)
     # After a mount that found nothing the client uploads next, whatever else the query holds.
     if "digest" not in query or "mount" in query:
         return web.Response(status=202, headers=_upload_headers(name, upload_id, 0))
     try:
         await _receive(request, name, upload_id, None)
-        info = await blocking(st.finish_upload, name, upload_id, query["digest"])
+        info = await blocking(request, st.finish_upload, name, upload_id, query["digest"])
     except BaseException:  # also when the client leaves: nobody else knows this upload's id
-        await _discard(st, name, upload_id)
+        await _discard(request, name, upload_id)
         raise
     return _blob_created(name, info)
 
@@ -114,7 +118,7 @@ async def start_upload(request: web.Request) -> web.Response:
 async def upload_status(request: web.Request) -> web.Response:
     """GET: 204 with how much arrived, so a client can resume after a 416 or a broken PATCH."""
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
-    size = await blocking(store(request).upload_size, name, upload_id)
+    size = await blocking(request, store(request).upload_size, name, upload_id)
     return web.Response(status=204, headers=_upload_headers(name, upload_id, size))
 
 
@@ -135,9 +139,9 @@ async def finish_upload(request: web.Request) -> web.Response:
         await _receive(request, name, upload_id, _chunk_offset(request))
     st = store(request)
     try:
-        info = await blocking(st.finish_upload, name, upload_id, digest)
+        info = await blocking(request, st.finish_upload, name, upload_id, digest)
     except StoreError:
-        await _discard(st, name, upload_id)
+        await _discard(request, name, upload_id)
         raise
     return _blob_created(name, info)
 
@@ -145,6 +149,9 @@ async def finish_upload(request: web.Request) -> web.Response:
 async def cancel_upload(request: web.Request) -> web.Response:
     """DELETE: 204, the session and what it received are gone."""
     await blocking(
-        store(request).cancel_upload, request.match_info["name"], request.match_info["upload_id"]
+        request,
+        store(request).cancel_upload,
+        request.match_info["name"],
+        request.match_info["upload_id"],
     )
     return web.Response(status=204)

@@ -95,12 +95,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Threads that hash big blobs' git ids (BlobHashes): one per core, started as needed.
+_HASHING = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hroot-hash")
+
+
 class BlobHashes:
     """What a blob of `size` bytes must be hashed for, in one pass: its git id, the
     adler32 of its zlib stream and, to check a claimed `digest`, its OCI digest.
 
     For a big blob the git id (sha1) is computed in a second thread, beside the
-    rest (hashlib releases the GIL), one chunk behind. A small one is hashed inline:
+    rest (hashlib releases the GIL), one chunk behind: a thread of _HASHING, the one
+    pool of the process for it. A small one is hashed inline:
     a thread per blob cost more than it saved, in thread starts and GIL handoffs,
     when eight clients pushed 1 MiB layers at once.
     """
@@ -112,7 +117,6 @@ class BlobHashes:
         self._oci = digest.hasher() if digest is not None else None
         self._git_id = hashlib.sha1(self.header)
         self._adler = zlib.adler32(self.header)
-        self._thread: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         self.hashed = 0  # bytes fed so far
 
@@ -123,9 +127,7 @@ class BlobHashes:
         else:
             if self._pending is not None:
                 self._pending.result()
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1)
-            self._pending = self._thread.submit(self._git_id.update, chunk)
+            self._pending = _HASHING.submit(self._git_id.update, chunk)
         if self._oci is not None:
             self._oci.update(chunk)
         self._adler = zlib.adler32(chunk, self._adler)
@@ -138,13 +140,10 @@ class BlobHashes:
         return self._git_id.hexdigest(), self._adler.to_bytes(4, "big")
 
     def close(self) -> None:
-        """Let the hashing in flight end, and its thread (the next update starts another)."""
+        """Let the hashing in flight end."""
         if self._pending is not None:
             self._pending.result()
             self._pending = None
-        if self._thread is not None:
-            self._thread.shutdown()
-            self._thread = None
 
     def __enter__(self) -> BlobHashes:
         return self

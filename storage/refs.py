@@ -15,7 +15,9 @@ from dulwich.refs import DiskRefsContainer
 # well under a second (git itself gives up on it after 1 s): a lock older than this
 # was left by a crash. Store.gc removes such locks (storage.gc).
 STALE_LOCK_SECONDS = 10.0
-LOCK_WAIT_SECONDS = 60.0
+# A lock goes within milliseconds, or is a crash's and is broken once stale: waiting
+# longer than that would only hold a thread.
+LOCK_WAIT_SECONDS = STALE_LOCK_SECONDS + 5
 
 
 def guard_packed_refs(refs: DiskRefsContainer) -> None:
