@@ -17,9 +17,10 @@ What goes (docs/format.md §5), each only once older than `expiry`:
 Then `git repack -A -d` (unreachable packed objects become loose, keeping their
 pack's mtime), `git prune --expire=<cutoff>`, which removes unreachable loose
 objects older than the cutoff, and `git commit-graph write --reachable`. The cutoff
-is `expiry` before the moment every write of this process then under way had ended
-(WriteGate): such a write's objects are named by a ref by then, and a later write's
-objects are younger than the cutoff. Writes never wait for gc.
+is `expiry` (and a second of slack for coarse file times) before the moment every write
+of this process then under way had ended (WriteGate): such a write's objects are named
+by a ref by then, and a later write's objects are younger than the cutoff. Writes never
+wait for gc.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
 
 EXPIRY_SECONDS = 24 * 3600.0
-# git prune takes only objects older than its expiry's whole second (collect)
-PRUNE_GRANULARITY_SECONDS = 2.0
+# File times lag the clock: the kernel stamps them from a coarse clock (a tick, some
+# milliseconds, behind time.time()), so a file written just after gc's cutoff can look
+# older than it. What gc judges by mtime must be older than the cutoff by this much more.
+MTIME_SLACK_SECONDS = 1.0
+# How much older than `expiry` an object must be for this gc to prune it: the slack, and
+# git prune's whole seconds (collect)
+PRUNE_GRANULARITY_SECONDS = MTIME_SLACK_SECONDS + 2
 # An expiry shorter than this is refused while another process has the registry open: its
 # writes under way are kept from this gc by the expiry alone, and none lasts this long.
 ALONE_EXPIRY_SECONDS = 3600.0
@@ -230,7 +236,7 @@ def collect(
     report = GcReport(before=usage(gitdir))
     step("locks")
     report.locks = remove_stale_locks(gitdir)
-    cutoff = gate.settled() - expiry
+    cutoff = gate.settled() - expiry - MTIME_SLACK_SECONDS
     step("uploads")
     _expire_spools(gitdir / "hroot" / "uploads", cutoff, report)
     _expire_tmp_files(gitdir / "objects", cutoff, report)

@@ -22,13 +22,20 @@ idempotent: a history already cut at its marker root is not cut again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, Tree
+from dulwich.refs import DiskRefsContainer
 
+from storage import digests, layout, names
+from storage.commits import Change, Writer
+from storage.digests import Digest
 from storage.index import Descriptor, Index
+from storage.layout import ObjectCache
+from storage.lineage import Edit
 from storage.manifests import ParsedManifest
 from storage.objects import ObjectBatch
 
@@ -244,3 +251,115 @@ class Rewrite:
         root.author_timezone = root.commit_timezone = 0
         root.message = f"{CUT_SUMMARY}\n\n{EARLIER}: {cut.decode()}\n".encode()
         return self._batch.write(b"commit", root.as_raw_string())
+
+
+# --- applying the rules to a store -------------------------------------------
+@dataclass(frozen=True)
+class Parts:
+    """What retention needs of the store (storage.store builds it)."""
+
+    objects: DiskObjectStore
+    refs: DiskRefsContainer
+    cache: ObjectCache
+    writer: Writer
+    tip: Callable[[str], tuple[bytes | None, bytes | None]]  # a repository's tip and tree
+    parsed: Callable[[bytes], ParsedManifest | None]  # a stored manifest, by git id
+    repositories: Callable[[], list[str]]
+
+
+def apply(parts: Parts, rules: Rules, expiry: float, dry_run: bool) -> Dropped:
+    """Drop untagged manifests, then cut histories, as `rules` say; with `dry_run`, only
+    say what would go. Nothing younger than `expiry` is taken for untagged: a push of an
+    index names its images only after pushing them."""
+    dropped = Dropped()
+    now = time.time()
+    if rules.untagged_days is not None:
+        since = now - max(rules.untagged_days * DAY, expiry)
+        for repo in parts.repositories():
+            _drop_untagged(parts, repo, since, dry_run, dropped)
+    if rules.cuts_history:
+        _cut_histories(parts, rules, now, dry_run, dropped)
+    return dropped
+
+
+def _drop_untagged(parts: Parts, repo: str, since: float, dry_run: bool, dropped: Dropped) -> None:
+    """One commit that drops repo's untagged manifests not named since `since`, and
+    takes the blobs no manifest left needs out of its layout (onto its staging tree
+    first, so that a push counting on one meanwhile still finds it)."""
+    tip, tree = parts.tip(repo)
+    young = recently_named(parts.objects, tip, since)
+    listed = {d["digest"] for d in layout.read_index(parts.cache, tree).manifests()}
+    drop, unneeded = _untagged(parts, tree, young)
+    if not drop and not unneeded:
+        return
+    if dry_run:
+        dropped.manifests[repo], dropped.blobs[repo] = drop, len(unneeded)
+        return
+    parts.writer.update_staging(repo, unneeded, set())
+    outcome: list[tuple[list[str], int]] = []  # of the last attempt: manifests, blobs
+
+    def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
+        index = layout.read_index(parts.cache, tree)
+        new = {d["digest"] for d in index.manifests()} - listed  # pushed meanwhile
+        drop, now_unneeded = _untagged(parts, tree, young | new)
+        remove = [digest for digest in now_unneeded if digest in unneeded]
+        outcome[:] = [(drop, len(remove))]
+        if not drop and not remove:
+            return None
+        for digest in drop:
+            index = index.without_manifest(digest)
+        return Change(
+            layout.TreeWriter(batch, parts.cache).layout(tree, index, remove=remove),
+            f"drop untagged manifests of {repo}",
+            [("Manifest-Digest", digest) for digest in drop],
+            edits=[Edit(digest, None) for digest in drop],
+        )
+
+    parts.writer.commit(repo, change, must_exist=True)
+    if outcome and (outcome[0][0] or outcome[0][1]):
+        dropped.manifests[repo], dropped.blobs[repo] = outcome[0]
+
+
+def _untagged(
+    parts: Parts, tree: bytes | None, young: set[str]
+) -> tuple[list[str], dict[Digest, bytes]]:
+    """The untagged manifests of a layout that retention drops (none in `young`), and
+    the blobs that no manifest left then needs."""
+    index = layout.read_index(parts.cache, tree)
+
+    def parsed(digest: str) -> ParsedManifest | None:
+        oid = layout.find_blob(parts.cache, tree, digests.parse(digest))
+        return parts.parsed(oid) if oid is not None else None
+
+    drop = untagged_to_drop(index, parsed, young)
+    left = ((d, parsed(d["digest"])) for d in index.manifests() if d["digest"] not in drop)
+    needed = needed_blobs(left)
+    if needed is None:
+        return drop, {}
+    stored = layout.blobs(parts.cache, tree)
+    return drop, {digest: oid for digest, oid in stored.items() if str(digest) not in needed}
+
+
+def _cut_histories(parts: Parts, rules: Rules, now: float, dry_run: bool, dropped: Dropped) -> None:
+    """Rewrite every branch's history to what `rules` keep (Rewrite), and move each
+    branch that changed, unless a push moved it meanwhile."""
+    tips = {
+        names.BRANCH_PREFIX + key: tip
+        for key, tip in parts.refs.as_dict(names.BRANCH_PREFIX).items()
+    }
+    with ObjectBatch(parts.objects) as batch:
+        rewrite = Rewrite(parts.objects, batch)
+        for ref, tip in tips.items():
+            kept, cut = window(parts.objects, tip, rules, now)
+            rewrite.keep(ref, kept)
+            if cut:
+                dropped.commits[names.repository(ref)] = cut
+        moves = {ref: (tip, rewrite.tip(tip)) for ref, tip in tips.items()}
+        for ref, count in rewrite.lineage_dropped.items():
+            dropped.lineage[names.repository(ref)] = count
+        if dry_run:
+            return
+        batch.install()
+    for ref, (old, new) in moves.items():
+        if new != old and not parts.writer.move(ref, old, new):
+            dropped.moved.append(names.repository(ref))

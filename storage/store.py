@@ -421,100 +421,16 @@ class Store:
         """Drop untagged manifests and cut histories as `rules` say (storage.retention);
         with `dry_run`, only say what would go. Nothing younger than `expiry` is taken
         for untagged: a push of an index names its images only after pushing them."""
-        dropped = retention.Dropped()
-        now = time.time()
-        if rules.untagged_days is not None:
-            since = now - max(rules.untagged_days * retention.DAY, expiry)
-            for repo in self.repositories():
-                self._drop_untagged(repo, since, dry_run, dropped)
-        if rules.cuts_history:
-            self._cut_histories(rules, now, dry_run, dropped)
-        return dropped
-
-    def _drop_untagged(
-        self, repo: str, since: float, dry_run: bool, dropped: retention.Dropped
-    ) -> None:
-        """One commit that drops repo's untagged manifests not named since `since`, and
-        takes the blobs no manifest left needs out of its layout (onto its staging
-        tree first, so that a push counting on one meanwhile still finds it)."""
-        tip, tree = self._tip(repo)
-        young = retention.recently_named(self._objects, tip, since)
-        listed = {d["digest"] for d in layout.read_index(self._cache, tree).manifests()}
-        drop, unneeded = self._untagged(tree, young)
-        if not drop and not unneeded:
-            return
-        if dry_run:
-            dropped.manifests[repo], dropped.blobs[repo] = drop, len(unneeded)
-            return
-        self._writer.update_staging(repo, unneeded, set())
-
-        outcome: list[tuple[list[str], int]] = []  # of the last attempt: manifests, blobs
-
-        def change(tip: bytes | None, tree: bytes | None, batch: ObjectBatch) -> Change | None:
-            index = layout.read_index(self._cache, tree)
-            new = {d["digest"] for d in index.manifests()} - listed  # pushed meanwhile
-            drop, now_unneeded = self._untagged(tree, young | new)
-            remove = [digest for digest in now_unneeded if digest in unneeded]
-            outcome[:] = [(drop, len(remove))]
-            if not drop and not remove:
-                return None
-            for digest in drop:
-                index = index.without_manifest(digest)
-            return Change(
-                self._trees(batch).layout(tree, index, remove=remove),
-                f"drop untagged manifests of {repo}",
-                [("Manifest-Digest", digest) for digest in drop],
-                edits=[lineage.Edit(digest, None) for digest in drop],
-            )
-
-        self._writer.commit(repo, change, must_exist=True)
-        if outcome and (outcome[0][0] or outcome[0][1]):
-            dropped.manifests[repo], dropped.blobs[repo] = outcome[0]
-
-    def _untagged(
-        self, tree: bytes | None, young: set[str]
-    ) -> tuple[list[str], dict[Digest, bytes]]:
-        """The untagged manifests of a layout that retention drops (none in `young`),
-        and the blobs that no manifest left then needs."""
-        index = layout.read_index(self._cache, tree)
-
-        def parsed(digest: str) -> ParsedManifest | None:
-            oid = layout.find_blob(self._cache, tree, digests.parse(digest))
-            return self._parsed(oid) if oid is not None else None
-
-        drop = retention.untagged_to_drop(index, parsed, young)
-        left = ((d, parsed(d["digest"])) for d in index.manifests() if d["digest"] not in drop)
-        needed = retention.needed_blobs(left)
-        if needed is None:
-            return drop, {}
-        stored = layout.blobs(self._cache, tree)
-        return drop, {digest: oid for digest, oid in stored.items() if str(digest) not in needed}
-
-    def _cut_histories(
-        self, rules: retention.Rules, now: float, dry_run: bool, dropped: retention.Dropped
-    ) -> None:
-        """Rewrite every branch's history to what `rules` keep (retention.Rewrite), and
-        move each branch that changed, unless a push moved it meanwhile."""
-        tips = {
-            names.BRANCH_PREFIX + key: tip
-            for key, tip in self._refs.as_dict(names.BRANCH_PREFIX).items()
-        }
-        with ObjectBatch(self._objects) as batch:
-            rewrite = retention.Rewrite(self._objects, batch)
-            for ref, tip in tips.items():
-                kept, cut = retention.window(self._objects, tip, rules, now)
-                rewrite.keep(ref, kept)
-                if cut:
-                    dropped.commits[names.repository(ref)] = cut
-            moves = {ref: (tip, rewrite.tip(tip)) for ref, tip in tips.items()}
-            for ref, count in rewrite.lineage_dropped.items():
-                dropped.lineage[names.repository(ref)] = count
-            if dry_run:
-                return
-            batch.install()
-        for ref, (old, new) in moves.items():
-            if new != old and not self._writer.move(ref, old, new):
-                dropped.moved.append(names.repository(ref))
+        parts = retention.Parts(
+            self._objects,
+            self._refs,
+            self._cache,
+            self._writer,
+            self._tip,
+            self._parsed,
+            self.repositories,
+        )
+        return retention.apply(parts, rules, expiry, dry_run)
 
     def gc(
         self,

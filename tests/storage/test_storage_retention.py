@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store, digests
+from storage import Store, digests, names
 from storage.errors import BlobUnknown, ManifestUnknown
 from storage.retention import CUT_SUMMARY, Rules
 from tests.documents import image_manifest
@@ -95,6 +95,8 @@ def test_untagged_manifests_go_with_what_only_they_need(store: Store) -> None:
         assert store.stat_blob("app", str(digests.of(layer))).size == len(layer)
 
     _age_objects(store)
+    staging = store.path / names.staging_ref("app").decode()
+    os.utime(staging, (time.time() - 10, time.time() - 10))  # staged 10 s ago: expired
     store.gc(expiry=0)
 
     for layer in old.layers:
