@@ -88,12 +88,18 @@ def status_of(err: StoreError) -> int:
 
 
 def json_error(
-    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+    reason: str | None = None,
 ) -> web.Response:
     """The distribution spec's error body: {"errors": [{"code", "message", "detail"}]}."""
     body = {"errors": [{"code": code, "message": message, "detail": detail}]}
     return web.Response(
         status=status,
+        reason=reason,
         text=json.dumps(body, default=str),
         content_type="application/json",
         headers=headers,
@@ -107,7 +113,10 @@ def store_error_response(err: StoreError, request: web.Request) -> web.Response:
         headers = {"Range": upload_range(err.size), "Location": request.path}
     elif isinstance(err, RangeNotSatisfiable):
         headers = {"Content-Range": f"bytes */{err.size}"}
-    return json_error(status_of(err), err.code, err.message, err.detail, headers)
+    # Some clients print only the status line of a failed upload (skopeo: "received
+    # unexpected HTTP status: 507 Insufficient Storage"): for a full disk it says why.
+    reason = f"Insufficient Storage ({err.message})" if isinstance(err, e.StorageFull) else None
+    return json_error(status_of(err), err.code, err.message, err.detail, headers, reason)
 
 
 def http_error_response(exc: web.HTTPException) -> web.Response:
