@@ -480,7 +480,7 @@ class PushAtScale(Workload):
         return percentiles[49], percentiles[98]
 
 
-class Retention(Workload):
+class Retention(DiskCorpus):
     """Disk after versions of an image pushed under one tag, each changing one layer, and
     after an offline gc under each retention setting, each on a copy of those pushes.
 
@@ -498,20 +498,11 @@ class Retention(Workload):
     }
 
     def __init__(self, home: Path, versions: int, layers: int, size: int) -> None:
-        super().__init__(home)
-        self.versions = versions
-        self.layers = layers
-        self.size = size
+        super().__init__(home, versions, layers, size)
         self.title = (
             f"disk after {versions} pushes of one tag, each changing one of {layers} layers "
             f"of {human_bytes(size)}, and after gc (--drop-untagged 0 / --keep-commits 1)"
         )
-        self.images: list[Image] = []
-
-    def params(self) -> dict[str, object]:
-        return {"versions": self.versions, "layers": self.layers, "layer_bytes": self.size}
-
-    fill = DiskCorpus.fill  # the same versions, pushed here under one tag
 
     async def run_round(self, server: Server, number: int) -> Metrics:
         await server.reset()

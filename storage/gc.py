@@ -14,8 +14,9 @@ What goes (docs/format.md §5), each only once older than `expiry`:
 - `refs/hroot/incoming/…` refs of a bundle apply that died, by the same age;
 - ref lock files older than refs.STALE_LOCK_SECONDS, whatever `expiry` is.
 
-Then `git repack -A -d` (unreachable packed objects become loose, keeping their
-pack's mtime), `git prune --expire=<cutoff>`, which removes unreachable loose
+Then `git repack -A -d --unpack-unreachable=<cutoff>` (unreachable packed objects
+become loose, keeping their pack's mtime, unless the pack is older than the cutoff:
+then they go with it), `git prune --expire=<cutoff>`, which removes unreachable loose
 objects older than the cutoff, and `git commit-graph write --reachable`. The cutoff
 is `expiry` (and a second of slack for coarse file times) before the moment every write
 of this process then under way had ended (WriteGate): such a write's objects are named
@@ -242,13 +243,17 @@ def collect(
     _expire_tmp_files(gitdir / "objects", cutoff, report)
     step("refs")
     _expire_refs(gitdir, git_refs, store, cutoff, report)
+    # git takes what is not newer than the expiry, in whole seconds of mtime: an object
+    # or tmp file of the cutoff's own second (a write that began after it) must stay, so
+    # the expiry is the second before it
+    expire = f"@{int(cutoff) - 1}"
     step("repack")
-    _git_beside_git(gitdir, "repack", "-A", "-d", "-q")
+    # as `git gc` does: unreachable packed objects older than the expiry are dropped with
+    # their pack rather than written out loose first (a history cut of 9,000 commits of a
+    # 10,000-tag repository took 300 s writing them out)
+    _git_beside_git(gitdir, "repack", "-A", "-d", "-q", f"--unpack-unreachable={expire}")
     step("prune")
-    # git prune takes what is not newer than the expiry, in whole seconds of mtime: an
-    # object or tmp file of the cutoff's own second (a write that began after it) must
-    # stay, so the expiry is the second before it
-    _git_beside_git(gitdir, "prune", f"--expire=@{int(cutoff) - 1}")
+    _git_beside_git(gitdir, "prune", f"--expire={expire}")
     # as `git gc` does: a commit-graph that `git gc --auto` wrote may name pruned commits
     _git_beside_git(gitdir, "commit-graph", "write", "--reachable")
     report.after = usage(gitdir)
