@@ -134,8 +134,12 @@ class Index:
         return new
 
     def without_manifest(self, digest: str) -> Index:
+        return self.without_manifests({digest})
+
+    def without_manifests(self, digests: set[str]) -> Index:
+        """These manifests gone, with every tag on them (one copy for all of them)."""
         new = self._copy()
-        for key in [k for k, d in self._entries.items() if d["digest"] == digest]:
+        for key in [k for k, d in self._entries.items() if d["digest"] in digests]:
             new._remove(key)
         return new
 

@@ -22,6 +22,7 @@ idempotent: a history already cut at its marker root is not cut again.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -110,7 +111,8 @@ def untagged_to_drop(
     """The untagged manifests of `index` to drop: neither in `young`, nor listed by a
     manifest that stays, nor referring to a subject that stays; sorted."""
     listed = {descriptor["digest"] for descriptor in index.manifests()}
-    stays = {d for d in listed if index.tags_of(d)} | (young & listed)
+    tagged = {index.find(tag)["digest"] for tag in index.tags()}  # type: ignore[index]
+    stays = tagged | (young & listed)
     if any(parsed(digest) is None for digest in listed):
         return []  # a manifest hroot cannot read may list any of them
     while True:
@@ -306,10 +308,10 @@ def _drop_untagged(parts: Parts, repo: str, since: float, dry_run: bool, dropped
         outcome[:] = [(drop, len(remove))]
         if not drop and not remove:
             return None
-        for digest in drop:
-            index = index.without_manifest(digest)
         return Change(
-            layout.TreeWriter(batch, parts.cache).layout(tree, index, remove=remove),
+            layout.TreeWriter(batch, parts.cache).layout(
+                tree, index.without_manifests(set(drop)), remove=remove
+            ),
             f"drop untagged manifests of {repo}",
             [("Manifest-Digest", digest) for digest in drop],
             edits=[Edit(digest, None) for digest in drop],
@@ -327,6 +329,7 @@ def _untagged(
     the blobs that no manifest left then needs."""
     index = layout.read_index(parts.cache, tree)
 
+    @functools.cache  # each manifest is asked for several times
     def parsed(digest: str) -> ParsedManifest | None:
         oid = layout.find_blob(parts.cache, tree, digests.parse(digest))
         return parts.parsed(oid) if oid is not None else None
