@@ -3,13 +3,15 @@ server's own gc with retention, while skopeo pushes and HTTP clients pull.
 
 What must hold (issue 10): no 500, no false 404 on anything acknowledged, every
 acknowledged digest pulls byte for byte afterwards, `git fsck` and `hroot fsck` clean.
-The counts are printed (`pytest -s`) for the record.
+The counts are printed (`pytest -s`) for the record. And retention as a user meets it:
+three skopeo pushes of one tag, then `hroot gc --drop-untagged 0 --keep-commits 1`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -179,3 +181,49 @@ def test_gc_and_git_gc_beside_pushes_and_pulls(
         assert min(tally.runs.values()) >= 5 and server_gcs >= 5
         server.fsck()
         server.cli("fsck")
+
+
+def _objects_bytes(data: Path) -> int:
+    return sum(path.stat().st_size for path in (data / "objects").rglob("*") if path.is_file())
+
+
+def test_retention_gives_an_overwritten_tags_layers_back(
+    tmp_path: Path, make_image: ImageMaker, skopeo: Cli
+) -> None:
+    layout = tmp_path / "images"
+    for n in range(3):
+        make_image(layout, f"v{n}", {"/data": os.urandom(2 << 20)}, with_busybox=False)
+    data, log = tmp_path / "hroot.git", tmp_path / "server.log"
+    pushed = []
+    with serving(data, log) as server:
+        for n in range(3):
+            digest_file = tmp_path / f"v{n}.digest"
+            skopeo(
+                "copy",
+                "--dest-tls-verify=false",
+                "--digestfile",
+                digest_file,
+                f"oci:{layout}:v{n}",
+                f"docker://{server.ref('app', 'latest')}",
+            )
+            pushed.append(digest_file.read_text().strip())
+    before = _objects_bytes(data)
+    gc = [sys.executable, "-m", "registry", "gc", "--expiry", "0", "--data", str(data)]
+    done = subprocess.run(
+        [*gc, "--drop-untagged", "0", "--keep-commits", "1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "app: dropped 2 untagged manifest(s)" in done.stdout
+
+    assert before - _objects_bytes(data) >= 2 * (2 << 20)  # the two old layers left the disk
+    with serving(data, log) as server:
+        assert server.inspect_digest(skopeo, "app", "latest") == pushed[-1]
+        code, said = skopeo.attempt(
+            "inspect", "--tls-verify=false", f"docker://{server.ref('app', pushed[0])}"
+        )
+        assert code != 0 and "manifest unknown" in said
+        assert len(server.git("rev-list", "hroot/app").split()) == 2  # on the root of the cut
+        server.fsck()
