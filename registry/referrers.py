@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from registry.common import blocking, store
@@ -19,4 +21,5 @@ async def list_referrers(request: web.Request) -> web.Response:
         artifact_type,
     )
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
-    return web.json_response(index, content_type=OCI_INDEX, headers=headers)
+    # bytes, not text: aiohttp would add "; charset=utf-8", which the OCI suite refuses
+    return web.Response(body=json.dumps(index).encode(), content_type=OCI_INDEX, headers=headers)

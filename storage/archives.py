@@ -29,7 +29,7 @@ from typing import IO, Any, BinaryIO, Protocol, cast
 from storage import digests, manifests, names, objects
 from storage.digests import Digest
 from storage.errors import BlobUnknown, ManifestUnknown, NameUnknown, StoreError
-from storage.manifests import ParsedManifest, Reference
+from storage.manifests import ParsedManifest, Reference, load_json
 from storage.repository import describe
 from storage.store import Store
 from storage.types import BlobReader
@@ -627,7 +627,7 @@ def _read_small(source: _Source, path: str, limit: int, what: str) -> bytes:
 
 def _read_json(source: _Source, path: str, kind: type) -> Any:
     try:
-        document = json.loads(_read_small(source, path, JSON_LIMIT, path))
+        document = load_json(_read_small(source, path, JSON_LIMIT, path))
     except ValueError as e:
         raise ArchiveError(message=f"{path}: not valid JSON ({e})") from None
     if not isinstance(document, kind):

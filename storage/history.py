@@ -9,7 +9,6 @@ Values come back as dataclasses; printing them is the command line's business.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.index import TAG_ANNOTATION, Index
 from storage.layout import ObjectCache
-from storage.manifests import INDEX_TYPES
+from storage.manifests import INDEX_TYPES, load_json
 from storage.types import Manifest
 
 # `Base-Image: repo@digest`, or for one platform of an index `repo@digest (os/arch[/variant])`
@@ -702,8 +701,8 @@ def _descriptors(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        document = load_json(body)
+    except ValueError:
         return None
     return document if isinstance(document, dict) else None
 

@@ -106,6 +106,14 @@ async def test_malformed_manifest_is_400(api: Api, body: bytes) -> None:
     await assert_error(await api.put_manifest("img", "v1", body), 400, "MANIFEST_INVALID")
 
 
+async def test_a_manifest_nested_too_deeply_is_400(api: Api) -> None:
+    """4 MB of `[[[…]]]`: deeper than Python's JSON parser goes, and no 500."""
+    depth = 2_000_000
+    resp = await api.put_manifest("img", "v1", b"[" * depth + b"]" * depth)
+    error = await assert_error(resp, 400, "MANIFEST_INVALID")
+    assert "nested too deeply" in error["detail"]
+
+
 async def test_schema1_manifest_is_415(api: Api) -> None:
     body = b'{"schemaVersion": 1, "name": "img", "tag": "v1", "fsLayers": []}'
     media_type = "application/vnd.docker.distribution.manifest.v1+prettyjws"
