@@ -31,7 +31,6 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app = web.Application(middlewares=[log_access, handle_errors])
     app[CONFIG] = config
     app[POOLS] = Pools(config.read_threads, config.write_threads)
-    app.on_startup.append(_use_pools)
     owned = store is None
     if store is None:
         store = Store.open(config.data, create=True)
@@ -61,11 +60,6 @@ async def _prepare_lineage(app: web.Application) -> AsyncIterator[None]:
 def _log_failure(done: asyncio.Future[None]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.error("building the lineage index failed", exc_info=done.exception())
-
-
-async def _use_pools(app: web.Application) -> None:
-    """Whatever runs in the loop's default executor runs in the reads pool (registry.pools)."""
-    asyncio.get_running_loop().set_default_executor(app[POOLS].reads)
 
 
 async def _shut_down_pools(app: web.Application) -> None:

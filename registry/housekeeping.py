@@ -1,10 +1,10 @@
 """The periodic `hroot gc` of a running `hroot serve` (storage.gc), on by default.
 
 Every `gc_interval` seconds (a day by default; 0 turns it off) the app runs the
-store's gc in a thread of its writes pool, so requests go on meanwhile, and logs one line of what
-it reclaimed, with the retention the config asks for (none by default). A follower
-runs it too (it has no retention): its own fetches leave objects to prune. A run
-that fails is logged and the next one comes at its time.
+store's gc in a thread of its writes pool, so requests go on meanwhile, with the
+retention the config asks for (none by default), and logs one line of what it did.
+A follower runs it too (it has no retention): its own fetches leave objects to
+prune. A run that fails is logged and the next one comes at its time.
 """
 
 from __future__ import annotations

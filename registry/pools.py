@@ -6,8 +6,8 @@ or stuck write never delays a pull. One repository never holds more than half of
 write threads: its further writes wait on the event loop, holding no thread, so a
 repository whose ref lock is stuck (a crash's lock is waited for until it is stale,
 storage.refs) never delays the writes of the others. The app's own background work
-(gc, a follower's fetches, the lineage index) runs in these pools too, and the loop's
-default executor is the reads pool: nothing else starts request threads.
+(gc, a follower's fetches, the lineage index) runs in these pools too: nothing in the
+registry uses the loop's default executor.
 """
 
 from __future__ import annotations
