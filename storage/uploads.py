@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ class _Received:
     size: int
     sha256: hashlib._Hash | None
     git_id: objects.BlobHashes | None = None
+
+
+_LOCK_WAIT_SECONDS = 1.0  # for a spool's lock (Uploads._locked)
 
 
 class Uploads:
@@ -144,16 +148,26 @@ class Uploads:
         return folder / "data"
 
     def _locked(self, repo: str, upload_id: str) -> BinaryIO:
-        """The spool, opened and exclusively locked: one writer per upload."""
+        """The spool, opened and exclusively locked: one writer per upload.
+
+        A lock that another request holds is waited for a moment before it counts as in
+        use: a process forked meanwhile by another thread (gc's git, `git gc --auto`)
+        shares the spool the last writer just closed, and with it that writer's lock,
+        until it execs. Under load that was long enough to refuse the next request.
+        """
         spool = open(self._data(repo, upload_id), "r+b")  # noqa: SIM115 (caller closes)
-        try:
-            fcntl.flock(spool.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            spool.close()
-            raise BlobUploadInvalid(
-                upload_id, message="upload is in use by another request"
-            ) from None
-        return spool
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(spool.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return spool
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    spool.close()
+                    raise BlobUploadInvalid(
+                        upload_id, message="upload is in use by another request"
+                    ) from None
+                time.sleep(0.01)
 
 
 class SpoolWriter(UploadWriter):
