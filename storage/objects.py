@@ -237,12 +237,24 @@ def install_spool(objects_dir: Path, spool: BinaryIO, path: Path, hashes: BlobHa
     return _install(objects_dir, path, oid)
 
 
-def has_object(store: DiskObjectStore, oid: bytes) -> bool:
-    """Whether git has the object, without reading it (dulwich's `in` inflates it whole)."""
+def freshen(store: DiskObjectStore, oid: bytes) -> bool:
+    """Whether git has the object (without reading it: dulwich's `in` inflates it whole),
+    made recent if so, as git does for an object it would write again: its loose file's
+    or its pack's mtime is now. An object that no ref reached may be about to be named
+    again; a gc counts its expiry from that mtime, so it keeps the object."""
     hexsha = oid.decode()
-    return os.path.exists(os.path.join(store.path, hexsha[:2], hexsha[2:])) or (
-        store.contains_packed(oid)
-    )
+    with contextlib.suppress(FileNotFoundError):  # not loose, or pruned this moment
+        os.utime(os.path.join(store.path, hexsha[:2], hexsha[2:]))
+        return True
+    for pack in store.packs:
+        try:
+            if oid not in pack.index:
+                continue
+            os.utime(pack.data.path)
+            return True
+        except (FileNotFoundError, PackFileDisappeared):  # repacked meanwhile: look again
+            return freshen(store, oid)
+    return False
 
 
 class ObjectBatch:
@@ -274,7 +286,7 @@ class ObjectBatch:
         git_id = hashlib.sha1(header)
         git_id.update(data)
         oid = git_id.hexdigest()
-        if oid in self._pending or has_object(self._store, oid.encode()):
+        if oid in self._pending or freshen(self._store, oid.encode()):
             return oid.encode()
         tmp = self._objects_dir / f"tmp_obj_{secrets.token_hex(8)}"
         self._pending[oid] = tmp
@@ -317,10 +329,11 @@ def _install(objects_dir: Path, tmp: Path, oid: str) -> str:
 
 def _name(objects_dir: Path, tmp: Path, oid: str) -> Path:
     """Rename a synced temporary object to its final name, or drop it if an identical
-    copy is there already (two writers of one object is harmless); its folder."""
+    copy is there already (two writers of one object is harmless), made recent; its folder."""
     folder = objects_dir / oid[:2]
     final = folder / oid[2:]
-    if final.exists():
+    with contextlib.suppress(FileNotFoundError):  # gone (pruned) meanwhile: ours goes in
+        os.utime(final)  # made recent, as `freshen` does
         tmp.unlink()
         return folder
     os.chmod(tmp, 0o444)

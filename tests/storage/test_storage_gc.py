@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -217,3 +218,27 @@ def test_a_short_expiry_is_refused_while_another_store_is_open(store: Store) -> 
     finally:
         other.close()
     assert store.gc(expiry=0).spools == 0
+
+
+def test_an_object_written_again_is_made_recent_so_gc_keeps_it(store: Store) -> None:
+    """As git does: a write that finds its object there already (loose, or in a pack)
+    gives it a new mtime, so a gc counting its expiry from there does not take it."""
+    image = push_image(store, "a", layer_size=2000)
+    layer = store.path / "objects" / _loose(image.layers[0])
+    _age(layer, 2 * DAY)
+    put(store, "b", image.layers[0])  # the same layer, for another repository
+    assert time.time() - layer.stat().st_mtime < 60
+    git(store, "gc", "--quiet")
+    packs = list((store.path / "objects" / "pack").glob("*.pack"))
+    for pack in packs:
+        _age(pack, 2 * DAY)
+    for blob in [image.config, *image.layers]:
+        put(store, "b", blob)
+    store.put_manifest("b", "v1", image.manifest)  # its blob is in a pack now
+    assert max(time.time() - pack.stat().st_mtime for pack in packs) < 60
+
+
+def _loose(data: bytes) -> str:
+    """The loose object path (`xx/yyyy…`) of a git blob of `data`."""
+    oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return f"{oid[:2]}/{oid[2:]}"
