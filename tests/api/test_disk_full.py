@@ -13,14 +13,11 @@ import io
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pytest_aiohttp import AiohttpClient
 
-from registry.app import create_app
-from registry.config import Config
 from storage import Store
 from storage.errors import StorageFull
 from storage.space import free_bytes
@@ -33,16 +30,16 @@ FULL_MESSAGE = "no space left on the registry's disk"
 
 
 @pytest.fixture
-def small_store(disk: Path) -> Iterator[Store]:
+def store(disk: Path) -> Iterator[Store]:
+    """The registry on the small disk: conftest's `make_api` serves it."""
     store = Store.open(disk / "hroot.git")
     yield store
     store.close()
 
 
 @pytest.fixture
-async def api(aiohttp_client: AiohttpClient, small_store: Store) -> Api:
-    config = Config(data=small_store.path, min_free_bytes=MARGIN)
-    return Api(await aiohttp_client(create_app(config, small_store)))
+async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
+    return await make_api(min_free_bytes=MARGIN)
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -90,10 +87,10 @@ async def push_chunked(api: Api, name: str, data: bytes) -> tuple[int, dict]:
 
 
 async def test_a_push_bigger_than_the_disk_is_507_frees_its_spool_and_works_after_space_returns(
-    api: Api, small_store: Store, disk: Path, caplog: pytest.LogCaptureFixture
+    api: Api, store: Store, disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     await api.push_image("app", "v1")
-    refs = git(small_store, "for-each-ref")
+    refs = git(store, "for-each-ref")
     filler = fill(disk, 24 * MiB)
     free = free_bytes(disk)
     layer = os.urandom(32 * MiB)
@@ -103,10 +100,10 @@ async def test_a_push_bigger_than_the_disk_is_507_frees_its_spool_and_works_afte
     assert status == 507, body
     (error,) = body["errors"]
     assert error["code"] == "UNKNOWN" and error["message"] == FULL_MESSAGE
-    assert leftovers(small_store) == []
+    assert leftovers(store) == []
     # What the spool held is free again, and the detail says so.
     assert free - 64 * 1024 <= free_bytes(disk) == error["detail"]["free_bytes"]
-    assert git(small_store, "for-each-ref") == refs
+    assert git(store, "for-each-ref") == refs
     warnings = [r for r in caplog.records if r.name == "hroot.registry"]
     assert [(r.levelno, r.exc_info) for r in warnings] == [(logging.WARNING, None)]
     assert "disk full on PATCH" in warnings[0].getMessage()
@@ -120,12 +117,12 @@ async def test_a_push_bigger_than_the_disk_is_507_frees_its_spool_and_works_afte
     resp = await api.client.get(f"/v2/app/blobs/{digest_of(layer)}")
     assert resp.status == 200
     assert hashlib.sha256(await resp.read()).hexdigest() == digest_of(layer).split(":")[1]
-    assert leftovers(small_store) == []
-    git(small_store, "fsck", "--strict", "--no-dangling")
+    assert leftovers(store) == []
+    git(store, "fsck", "--strict", "--no-dangling")
 
 
 async def test_a_content_length_beyond_free_space_is_refused_before_the_body(
-    api: Api, small_store: Store, disk: Path
+    api: Api, store: Store, disk: Path
 ) -> None:
     location = await api.start_upload("app")
     fill(disk, 8 * MiB)
@@ -156,34 +153,32 @@ async def test_a_content_length_beyond_free_space_is_refused_before_the_body(
     resp = await api.put_manifest("app", "v1", image_manifest(b"{}", []))
     error = await assert_error(resp, 507, "UNKNOWN")
     assert error["message"] == FULL_MESSAGE
-    assert leftovers(small_store) == [location_folder(small_store, location)]
+    assert leftovers(store) == [location_folder(store, location)]
 
 
 def location_folder(store: Store, location: str) -> Path:
     return store.path / "hroot" / "uploads" / location.rsplit("/", 1)[1]
 
 
-def test_the_store_frees_what_a_write_that_did_not_fit_wrote(
-    small_store: Store, disk: Path
-) -> None:
+def test_the_store_frees_what_a_write_that_did_not_fit_wrote(store: Store, disk: Path) -> None:
     """A blob of known size (put_blob's one pass) and a manifest's commit (its ObjectBatch)."""
     config, layer = b'{"os":"linux"}', os.urandom(MiB)
     for blob in (config, layer):
-        small_store.put_blob("app", digest_of(blob), io.BytesIO(blob), len(blob))
-    refs = git(small_store, "for-each-ref")
+        store.put_blob("app", digest_of(blob), io.BytesIO(blob), len(blob))
+    refs = git(store, "for-each-ref")
     filler = fill(disk, 4 * MiB)
     big = os.urandom(8 * MiB)
     with pytest.raises(StorageFull):
-        small_store.put_blob("app", digest_of(big), io.BytesIO(big), len(big))
-    assert leftovers(small_store) == []
+        store.put_blob("app", digest_of(big), io.BytesIO(big), len(big))
+    assert leftovers(store) == []
 
     fill(disk, 0)
     with pytest.raises(StorageFull):
-        small_store.put_manifest("app", "v1", image_manifest(config, [layer]))
-    assert leftovers(small_store) == []
-    assert git(small_store, "for-each-ref") == refs
+        store.put_manifest("app", "v1", image_manifest(config, [layer]))
+    assert leftovers(store) == []
+    assert git(store, "for-each-ref") == refs
 
     filler.unlink()
-    small_store.put_manifest("app", "v1", image_manifest(config, [layer]))
-    assert small_store.tags("app") == ["v1"]
-    git(small_store, "fsck", "--strict", "--no-dangling")
+    store.put_manifest("app", "v1", image_manifest(config, [layer]))
+    assert store.tags("app") == ["v1"]
+    git(store, "fsck", "--strict", "--no-dangling")
