@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from storage import Store, digests, names
@@ -24,6 +27,30 @@ def git(store: Store, *args: str, input_text: str | None = None) -> str:
     )
     assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
     return result.stdout
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make `path` look last changed `seconds` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def age_objects(store: Store, seconds: float = 10) -> None:
+    """Make every object `seconds` old: git prune counts whole seconds, and never takes
+    what this second wrote."""
+    for found in (store.path / "objects").rglob("*"):
+        if found.is_file():
+            age(found, seconds)
+
+
+def disk_bytes(path: Path) -> int:
+    """The bytes of every file under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a blob of `data`."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def edit_tip(store: Store, repo: str, files: dict[str, bytes | None]) -> str:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import threading
 import time
 import traceback
-from pathlib import Path
 
 import pytest
 
@@ -16,18 +13,18 @@ from storage import Store, digests, names
 from storage.errors import BlobUnknown, ManifestBlobUnknown
 from storage.gc import NotAlone
 from storage.retention import Rules
-from tests.storage.images import assert_fsck_clean, git, push_image, put
+from tests.storage.images import (
+    age,
+    age_objects,
+    assert_fsck_clean,
+    disk_bytes,
+    git,
+    git_blob_id,
+    push_image,
+    put,
+)
 
 DAY = 24 * 3600
-
-
-def _age(path: Path, seconds: float) -> None:
-    when = time.time() - seconds
-    os.utime(path, (when, when))
-
-
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def test_old_spools_and_tmp_files_go_young_ones_stay(store: Store) -> None:
@@ -36,14 +33,14 @@ def test_old_spools_and_tmp_files_go_young_ones_stay(store: Store) -> None:
         writer.write(b"x" * 1000)
     uploads = store.path / "hroot" / "uploads"
     for path in [uploads / old, *(uploads / old).iterdir()]:
-        _age(path, 2 * DAY)
+        age(path, 2 * DAY)
     old_tmp, young_tmp = (
         store.path / "objects" / "tmp_obj_old",
         store.path / "objects" / "tmp_obj_new",
     )
     old_tmp.write_bytes(b"abandoned")
     young_tmp.write_bytes(b"being written")
-    _age(old_tmp, 2 * DAY)
+    age(old_tmp, 2 * DAY)
 
     report = store.gc()
 
@@ -59,7 +56,7 @@ def test_a_written_spool_is_young_again(store: Store) -> None:
         store.path / "hroot" / "uploads" / upload,
         *(store.path / "hroot" / "uploads" / upload).iterdir(),
     ]:
-        _age(path, 2 * DAY)
+        age(path, 2 * DAY)
     with store.open_upload("a", upload) as writer:  # a client came back
         writer.write(b"more")
     assert store.gc().spools == 0
@@ -73,7 +70,7 @@ def test_staging_of_a_deleted_repository_goes_and_is_no_longer_served(store: Sto
     assert store.stat_blob("gone", staged).size == len(b"staged, never pushed")
 
     assert store.gc().staging_refs == 0  # staged this very day: kept
-    _age(store.path / names.staging_ref("gone").decode(), 2 * DAY)
+    age(store.path / names.staging_ref("gone").decode(), 2 * DAY)
     report = store.gc()
 
     assert (report.staging_refs, report.staged_blobs) == (1, 1)
@@ -88,10 +85,10 @@ def test_a_stale_lock_goes_and_the_next_push_does_not_wait(store: Store) -> None
     lock = store.path / names.branch_ref("a").decode()
     lock = lock.with_name(lock.name + ".lock")
     lock.write_text("0" * 40 + "\n")
-    _age(lock, 3600)
+    age(lock, 3600)
     packed = store.path / "packed-refs.lock"
     packed.write_text("")
-    _age(packed, 3600)
+    age(packed, 3600)
     young = store.path / "refs" / "heads" / "hroot" / "young.lock"
     young.write_text("")  # a writer may hold this one now
 
@@ -114,15 +111,13 @@ def test_a_deleted_repository_leaves_the_disk_and_shared_blobs_stay(store: Store
     git(store, "gc", "--quiet")  # the doomed layers sit in a pack, as after `git gc --auto`
     # ... a while ago. gc counts whole seconds and never takes this second's objects, nor
     # what a recent unreachable object (an old staging tree git gc left loose) refers to
-    for found in (store.path / "objects").rglob("*"):
-        if found.is_file():
-            _age(found, 10)
-    before = _du(store.path / "objects")
+    age_objects(store)
+    before = disk_bytes(store.path / "objects")
 
     git(store, "branch", "-D", "hroot/doomed")
     report = store.gc(expiry=0)
 
-    after = _du(store.path / "objects")
+    after = disk_bytes(store.path / "objects")
     assert before - after >= 3 * (2 << 20)  # the unique layers left objects/
     assert report.reclaimed >= 3 * (2 << 20)
     assert report.before.objects > report.after.objects
@@ -224,21 +219,16 @@ def test_an_object_written_again_is_made_recent_so_gc_keeps_it(store: Store) -> 
     """As git does: a write that finds its object there already (loose, or in a pack)
     gives it a new mtime, so a gc counting its expiry from there does not take it."""
     image = push_image(store, "a", layer_size=2000)
-    layer = store.path / "objects" / _loose(image.layers[0])
-    _age(layer, 2 * DAY)
+    oid = git_blob_id(image.layers[0])
+    layer = store.path / "objects" / oid[:2] / oid[2:]
+    age(layer, 2 * DAY)
     put(store, "b", image.layers[0])  # the same layer, for another repository
     assert time.time() - layer.stat().st_mtime < 60
     git(store, "gc", "--quiet")
     packs = list((store.path / "objects" / "pack").glob("*.pack"))
     for pack in packs:
-        _age(pack, 2 * DAY)
+        age(pack, 2 * DAY)
     for blob in [image.config, *image.layers]:
         put(store, "b", blob)
     store.put_manifest("b", "v1", image.manifest)  # its blob is in a pack now
     assert max(time.time() - pack.stat().st_mtime for pack in packs) < 60
-
-
-def _loose(data: bytes) -> str:
-    """The loose object path (`xx/yyyy…`) of a git blob of `data`."""
-    oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    return f"{oid[:2]}/{oid[2:]}"

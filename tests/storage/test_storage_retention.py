@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
@@ -15,27 +12,18 @@ from storage.errors import BlobUnknown, ManifestUnknown
 from storage.retention import CUT_SUMMARY, Rules
 from tests.documents import image_manifest
 from tests.storage.images import (
+    age,
+    age_objects,
     assert_fsck_clean,
+    disk_bytes,
     git,
+    git_blob_id,
     image_config,
     push_image,
     push_index,
     push_layers,
     put,
 )
-
-
-def _age_objects(store: Store, seconds: float = 10) -> None:
-    """Make every object `seconds` old: git prune counts whole seconds, and never takes
-    what this second wrote."""
-    when = time.time() - seconds
-    for found in (store.path / "objects").rglob("*"):
-        if found.is_file():
-            os.utime(found, (when, when))
-
-
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _referrer(store: Store, repo: str, subject: str) -> str:
@@ -94,9 +82,9 @@ def test_untagged_manifests_go_with_what_only_they_need(store: Store) -> None:
         # staged for a push that counts on it, until gc's expiry
         assert store.stat_blob("app", str(digests.of(layer))).size == len(layer)
 
-    _age_objects(store)
+    age_objects(store)
     staging = store.path / names.staging_ref("app").decode()
-    os.utime(staging, (time.time() - 10, time.time() - 10))  # staged 10 s ago: expired
+    age(staging, 10)  # staged 10 s ago: expired
     store.gc(expiry=0)
 
     for layer in old.layers:
@@ -178,17 +166,17 @@ def test_a_deleted_base_becomes_reclaimable(store: Store) -> None:
     push_layers(store, "base", "1", base_config, [base_layer])
     push_layers(store, "app", "1", image_config(), [base_layer, os.urandom(1000)])
     git(store, "branch", "-D", "hroot/base")
-    _age_objects(store)
+    age_objects(store)
     store.gc(expiry=0)
     assert _has_object(store, base_only)  # the app's history pins it
 
     dropped = store.retain(Rules(keep_commits=1000))
     assert dropped.lineage == {"app": 1} and dropped.commits == {}
-    _age_objects(store)
-    before = _du(store.path / "objects")
+    age_objects(store)
+    before = disk_bytes(store.path / "objects")
     store.gc(expiry=0)
 
-    assert before - _du(store.path / "objects") >= 2 << 20
+    assert before - disk_bytes(store.path / "objects") >= 2 << 20
     assert not _has_object(store, base_only)
     assert store.get_manifest("app", "1")
     assert_fsck_clean(store)
@@ -196,7 +184,7 @@ def test_a_deleted_base_becomes_reclaimable(store: Store) -> None:
 
 def _has_object(store: Store, data: bytes) -> bool:
     """Whether the repository holds a git blob of `data`."""
-    oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    oid = git_blob_id(data)
     checked = subprocess.run(["git", "--git-dir", str(store.path), "cat-file", "-e", oid])
     return checked.returncode == 0
 
@@ -204,7 +192,7 @@ def _has_object(store: Store, data: bytes) -> bool:
 def test_both_rules_give_an_overwritten_tags_bytes_back_in_one_gc(store: Store) -> None:
     for _ in range(3):
         push_image(store, "app", "latest", layer_size=200_000)
-    _age_objects(store)
+    age_objects(store)
     report = store.gc(expiry=0, rules=Rules(untagged_days=0, keep_commits=1))
     assert report.reclaimed >= 2 * 2 * 200_000  # the two older versions' layers
     assert git(store, "rev-list", "--count", "hroot/app").strip() == "2"
