@@ -6,14 +6,17 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from registry.auth.rules import Grant, parse_grants, parse_groups, parse_patterns
+from registry.auth.rules import Rules as AccessRules
 from storage.retention import Rules
 
 MiB = 1 << 20
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_CHALLENGES = ("bearer", "basic")
 
 
 class ConfigError(ValueError):
@@ -58,9 +61,57 @@ class Config:
     gc_keep_commits: int | None = None
     gc_keep_days: float | None = None
 
+    # --- Security (README "Security"); each limit answers with an OCI JSON error ---
+    # Serve HTTPS with this certificate chain and its key (PEM files); both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Longest request line or header field in bytes, and most header fields per request.
+    max_header_size: int = 16 * 1024
+    max_headers: int = 100
+    # Seconds a request body may go without sending a byte before the request fails.
+    body_timeout: float = 60.0
+    # Seconds an upload session lives after it was opened; after that it is unknown.
+    upload_lifetime: float = 86_400.0
+    # Upload sessions one client address may have open at once.
+    max_uploads_per_client: int = 1000
+    # Authentication (registry.auth): users of this htpasswd file (bcrypt entries, re-read
+    # when it changes); None with no trusted_issuer_key: no authentication at all.
+    htpasswd: Path | None = None
+    # How clients are asked for credentials: "bearer" (Docker's token flow, with tokens
+    # from hroot's /auth/token or from token_realm) or "basic" (the password on every request).
+    auth_challenge: str = "bearer"
+    # The private key (PEM) that signs hroot's tokens; None: hroot/token-key.pem in the
+    # repository, made on first start.
+    token_key: Path | None = None
+    # Seconds a token lives; its service (audience) and issuer names.
+    token_lifetime: float = 300.0
+    token_service: str = "hroot"
+    token_issuer: str = "hroot"
+    # Where clients get tokens; None: this server's /auth/token.
+    token_realm: str | None = None
+    # An external token issuer whose tokens are accepted too, as Distribution's
+    # auth.token: its `iss` and its public key or certificate (PEM).
+    trusted_issuer: str | None = None
+    trusted_issuer_key: Path | None = None
+    # Authorization (registry.auth.rules): name patterns anyone may pull without
+    # credentials; groups of users; grants (a table each: users, groups, names, actions).
+    # With no grants, every authenticated user may pull, push and delete everything.
+    anonymous_pull: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    access: tuple[Grant, ...] = ()
+
     @property
     def retention(self) -> Rules:
         return Rules(self.gc_drop_untagged_days, self.gc_keep_commits, self.gc_keep_days)
+
+    @property
+    def rules(self) -> AccessRules:
+        return AccessRules(self.access, self.groups, self.anonymous_pull)
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether requests need credentials (or a grant to anonymous pulls) at all."""
+        return self.htpasswd is not None or self.trusted_issuer_key is not None
 
     @property
     def listen(self) -> str:
@@ -101,6 +152,22 @@ def _checked(config: Config, source: str) -> Config:
             f"{source}: a follower keeps its primary's history as fetched: "
             "set retention (gc_drop_untagged_days, gc_keep_commits, gc_keep_days) on the primary"
         )
+    for name in ("max_header_size", "max_headers", "max_uploads_per_client"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{source}: {name} must be a positive integer")
+    for name in ("body_timeout", "upload_lifetime", "token_lifetime"):
+        if not 0 < getattr(config, name) < math.inf:
+            raise ConfigError(f"{source}: {name} must be a positive number of seconds")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError(f"{source}: tls_cert and tls_key go together: set both or neither")
+    if (config.trusted_issuer is None) != (config.trusted_issuer_key is None):
+        raise ConfigError(
+            f"{source}: trusted_issuer and trusted_issuer_key go together: set both or neither"
+        )
+    if config.auth_challenge not in AUTH_CHALLENGES:
+        raise ConfigError(f"{source}: auth_challenge must be one of {', '.join(AUTH_CHALLENGES)}")
+    if config.auth_challenge == "basic" and config.htpasswd is None:
+        raise ConfigError(f'{source}: auth_challenge = "basic" needs an htpasswd file')
     if config.follow == "":
         raise ConfigError(f"{source}: follow must be a URL or a path, not empty")
     if not 0 < config.follow_interval < math.inf:
@@ -123,6 +190,12 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
             continue
         if key not in annotations:
             raise ConfigError(f"{source}: unknown setting {key!r}")
+        if key in _RULES:
+            try:
+                changes[key] = _RULES[key](value)
+            except ValueError as e:
+                raise ConfigError(f"{source}: {key}: {e}") from None
+            continue
         default = getattr(Config, key)
         if isinstance(default, Path):
             if not isinstance(value, str | Path):
@@ -138,11 +211,17 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
     return _checked(replace(base, **changes), source)
 
 
+# Settings with a structure of their own, parsed by registry.auth.rules.
+_RULES = {"anonymous_pull": parse_patterns, "groups": parse_groups, "access": parse_grants}
+
+
 def _optional(value: Any, kind: str, where: str) -> Any:
     """`value` for an optional setting of type `kind` (an int will do for a float)."""
-    accepted = {"str": (str,), "int": (int,), "float": (int, float)}[kind]
+    accepted = {"str": (str,), "int": (int,), "float": (int, float), "Path": (str, Path)}[kind]
     if isinstance(value, bool) or not isinstance(value, accepted):
-        raise ConfigError(f"{where} must be of type {kind}")
+        raise ConfigError(f"{where} must be of type {'str' if kind == 'Path' else kind}")
+    if kind == "Path":
+        return Path(value)
     return float(value) if kind == "float" else value
 
 

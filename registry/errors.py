@@ -45,6 +45,34 @@ class GitRequestFailed(StoreError):
     message = "the git request failed"
 
 
+class Unauthorized(StoreError):
+    """No credentials, wrong ones, or a token that does not cover the request (401).
+
+    `challenge` is the WWW-Authenticate header telling the client how to authenticate.
+    """
+
+    code = "UNAUTHORIZED"
+    message = "authentication required"
+
+    def __init__(self, challenge: str, detail: Any = None, message: str | None = None) -> None:
+        self.challenge = challenge
+        super().__init__(detail, message=message)
+
+
+class TooManyRequests(StoreError):
+    """A client over one of the registry's limits (429): it may try again later."""
+
+    code = "TOOMANYREQUESTS"
+    message = "too many requests"
+
+
+class RequestTimeout(StoreError):
+    """A request body that sent nothing for longer than the configured body timeout (408)."""
+
+    code = "UNKNOWN"
+    message = "the request body stalled"
+
+
 STATUS: dict[type[StoreError], int] = {
     e.NameInvalid: 400,
     e.NameUnknown: 404,
@@ -65,6 +93,9 @@ STATUS: dict[type[StoreError], int] = {
     PaginationNumberInvalid: 400,
     RangeNotSatisfiable: 416,
     GitRequestFailed: 400,
+    Unauthorized: 401,
+    TooManyRequests: 429,
+    RequestTimeout: 408,
 }
 
 # Errors aiohttp itself raises (no route, wrong method): the OCI code each is reported as.
@@ -113,6 +144,8 @@ def store_error_response(err: StoreError, request: web.Request) -> web.Response:
         headers = {"Range": upload_range(err.size), "Location": request.path}
     elif isinstance(err, RangeNotSatisfiable):
         headers = {"Content-Range": f"bytes */{err.size}"}
+    elif isinstance(err, Unauthorized):
+        headers = {"WWW-Authenticate": err.challenge}
     # Some clients print only the status line of a failed upload (skopeo: "received
     # unexpected HTTP status: 507 Insufficient Storage"): for a full disk it says why.
     reason = f"Insufficient Storage ({err.message})" if isinstance(err, e.StorageFull) else None

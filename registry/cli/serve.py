@@ -76,6 +76,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"what gc leaves: anything younger (default {defaults.gc_expiry:g})",
     )
     add_retention_options(serve, prefix="gc-")
+    security = serve.add_argument_group("security (README: Security; more in the config file)")
+    security.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this certificate chain (PEM); needs --tls-key",
+    )
+    security.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    security.add_argument(
+        "--htpasswd",
+        metavar="FILE",
+        help="turn authentication on for every endpoint: users of this htpasswd file "
+        "(bcrypt entries, as `htpasswd -B` writes them), re-read when it changes",
+    )
+    security.add_argument(
+        "--anonymous-pull",
+        metavar="PATTERN",
+        action="append",
+        help="let anyone pull repositories whose names match PATTERN (`*` for all) "
+        "without credentials; repeatable",
+    )
     return serve
 
 
@@ -93,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
             gc_drop_untagged_days=args.gc_drop_untagged,
             gc_keep_commits=args.gc_keep_commits,
             gc_keep_days=args.gc_keep_days,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            htpasswd=args.htpasswd,
+            anonymous_pull=args.anonymous_pull,
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)
