@@ -14,12 +14,15 @@ from storage.errors import StorageFull, StoreError
 log = logging.getLogger("hroot.registry")
 access_log = logging.getLogger("hroot.access")
 
-API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+# Headers of every answer, errors included: clients check the API version on each; the
+# server is named hroot only, not by the versions of Python and aiohttp it runs on.
+HEADERS = {"Docker-Distribution-API-Version": "registry/2.0", "Server": "hroot"}
 
 
 async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: clients check this header on every answer, errors included."""
-    response.headers[API_VERSION[0]] = API_VERSION[1]
+    """on_response_prepare hook: HEADERS on every answer of the app (registry.server adds
+    them to the answers aiohttp makes before the app sees a request)."""
+    response.headers.update(HEADERS)
 
 
 def _body_started(request: web.Request) -> bool:

@@ -1,9 +1,9 @@
 """`hroot serve`: run the registry until SIGINT or SIGTERM.
 
 Everything that can be refused is checked before anything is created on disk: the
-flags and the config (a --follow source included), the repository path
-(storage.repository.check), then the listening socket is bound; only then is a new
-repository created or an old one adopted.
+flags and the config (a --follow source included), the TLS certificate and key, the
+repository path (storage.repository.check), then the listening socket is bound; only then
+is a new repository created or an old one adopted.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
+import ssl
 
-from aiohttp import web
-
-from registry import follow
+from registry import follow, server
 from registry.app import create_app
 from registry.cli.common import add_data_option
 from registry.cli.gc import add_retention_options
@@ -30,8 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     serve = subparsers.add_parser(
         "serve",
         help="run the registry",
-        description="Serve the OCI distribution API (v1.1) over plain HTTP; every push becomes "
-        "a commit on branch hroot/<name> of one bare git repository, created if missing. "
+        description="Serve the OCI distribution API (v1.1) over HTTP, or HTTPS with "
+        "--tls-cert; every push becomes a commit on branch hroot/<name> of one bare git "
+        "repository, created if missing. "
         "Settings apply in this order, later ones winning: defaults, --config file, "
         "HROOT_LISTEN/HROOT_DATA, flags.",
     )
@@ -123,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         args.parser.exit(2, f"hroot: {e}\n")
     setup_logging(config.log_level)
+    ssl_context: ssl.SSLContext | None = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:
+            ssl_context = server.tls_context(config.tls_cert, config.tls_key)
+        except server.TLSFilesInvalid as e:
+            log.error("cannot serve HTTPS: %s", e)
+            return 1
     try:
         repository.check(config.data)
     except StoreError as e:
@@ -139,13 +146,7 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         log.error("cannot open the registry at %s: %s", config.data, repository.describe(e))
         return 1
-    web.run_app(
-        app,
-        sock=sock,
-        shutdown_timeout=config.shutdown_timeout,
-        access_log=None,  # registry.middleware.log_access logs each request
-        print=lambda _: log.info("serving %s on http://%s", config.data.resolve(), config.listen),
-    )
+    server.serve(app, sock, ssl_context, config)
     return 0
 
 
