@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from registry import follow, housekeeping
+from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
 from registry.logs import quiet_client_garbage
@@ -28,7 +29,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     A store passed in stays the caller's to close.
     """
     quiet_client_garbage()
-    app = web.Application(middlewares=[log_access, handle_errors])
+    app = web.Application(middlewares=[log_access, handle_errors, auth.authenticate])
     app[CONFIG] = config
     app[POOLS] = Pools(config.read_threads, config.write_threads)
     owned = store is None
@@ -37,6 +38,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         if removed := store.remove_stale_locks():
             log.warning("removed %d stale ref lock file(s) left by a crash", removed)
     app[STORE] = store
+    auth.setup(app, config, store.path)
     if config.follow is not None:
         follow.setup(app)
     housekeeping.setup(app)

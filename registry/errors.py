@@ -59,6 +59,13 @@ class Unauthorized(StoreError):
         super().__init__(detail, message=message)
 
 
+class TokenRequestInvalid(StoreError):
+    """A request to the token endpoint that is malformed or asks what it cannot give (400)."""
+
+    code = "UNSUPPORTED"
+    message = "malformed token request"
+
+
 class TooManyRequests(StoreError):
     """A client over one of the registry's limits (429): it may try again later."""
 
@@ -94,6 +101,7 @@ STATUS: dict[type[StoreError], int] = {
     RangeNotSatisfiable: 416,
     GitRequestFailed: 400,
     Unauthorized: 401,
+    TokenRequestInvalid: 400,
     TooManyRequests: 429,
     RequestTimeout: 408,
 }

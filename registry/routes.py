@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry import base, blobs, catalog, githttp, manifests, referrers, tags, uploads
+from registry.auth import endpoint as token
 
 REPO = "/v2/{name:.+}"
 
@@ -29,6 +30,9 @@ ROUTES: list[web.RouteDef] = [
     web.get(REPO + "/manifests/{reference}", manifests.get_manifest),
     web.put(REPO + "/manifests/{reference}", manifests.put_manifest),
     web.delete(REPO + "/manifests/{reference}", manifests.delete_manifest),
+    # The token endpoint of Docker's token flow (registry.auth), when authentication is on.
+    web.get("/auth/token", token.get_token),
+    web.post("/auth/token", token.post_token),
     # Read-only git over HTTP (smart protocol only); any other /git/ path is a 404.
     web.get("/git/info/refs", githttp.advertise_refs),
     web.post("/git/git-upload-pack", githttp.upload_pack_rpc),

@@ -13,6 +13,7 @@ from contextlib import suppress
 
 from aiohttp import web
 
+from registry.auth.middleware import may
 from registry.common import blocking, body_pieces, ensure_room, store
 from registry.errors import upload_range
 from storage import BlobInfo
@@ -98,7 +99,8 @@ async def _discard(request: web.Request, name: str, upload_id: str) -> None:
 async def start_upload(request: web.Request) -> web.Response:
     """POST: a mount (201), a whole blob with ?digest= (201), or a new session (202)."""
     name, query, st = request.match_info["name"], request.query, store(request)
-    if "mount" in query and "from" in query:
+    # A mount from a repository the caller may not pull is an upload, as with Distribution.
+    if "mount" in query and "from" in query and may(request, "pull", query["from"]):
         info = await blocking(request, st.mount_blob, name, query["mount"], query["from"])
         if info is not None:
             return _blob_created(name, info)
