@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -26,6 +27,7 @@ from types import ModuleType
 
 import pytest
 
+from .certs import Certs
 from .oci import tagged
 from .tools import free_port, missing, need_module, need_tool, output, run, running
 
@@ -137,20 +139,27 @@ class Hroot:
             return f.read().decode(errors="replace")[-20000:]
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, ca: Path | None = None) -> bool:
+    context = None if ca is None else ssl.create_default_context(cafile=ca)
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError as e:  # up, and asking for credentials
+        return e.code == 401
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
 @contextmanager
-def serving(data: Path, log: Path, *flags: str) -> Iterator[Hroot]:
-    """`python -m registry serve` of the repository `data` on a free loopback port, with
-    more `flags` if given."""
+def serving(
+    data: Path, log: Path, *flags: str, ip: str = "127.0.0.1", certs: Certs | None = None
+) -> Iterator[Hroot]:
+    """`python -m registry serve` of the repository `data` on a free port of `ip`, with
+    more `flags` if given; over HTTPS with `certs` (tests.e2e.certs)."""
     need_tool("git")
-    host = f"127.0.0.1:{free_port()}"
+    host = f"{ip}:{free_port()}"
+    if certs is not None:
+        flags += ("--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
     server = Hroot(host=host, data=data, log=log)
     cmd: list[str | Path] = [
         sys.executable,
@@ -167,7 +176,9 @@ def serving(data: Path, log: Path, *flags: str) -> Iterator[Hroot]:
     with running(
         cmd,
         log=server.log,
-        ready=lambda: _answers(f"http://{host}/v2/"),
+        ready=lambda: _answers(
+            f"{'http' if certs is None else 'https'}://{host}/v2/", certs and certs.ca
+        ),
         what="hroot server",
         env=env,
         cwd=REPO_ROOT,
