@@ -158,6 +158,7 @@ def serving(
     more `flags` if given; over HTTPS with `certs` (tests.e2e.certs)."""
     need_tool("git")
     host = f"{ip}:{free_port()}"
+    url = f"{'http' if certs is None else 'https'}://{host}/v2/"
     if certs is not None:
         flags += ("--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
     server = Hroot(host=host, data=data, log=log)
@@ -176,9 +177,7 @@ def serving(
     with running(
         cmd,
         log=server.log,
-        ready=lambda: _answers(
-            f"{'http' if certs is None else 'https'}://{host}/v2/", certs and certs.ca
-        ),
+        ready=lambda: _answers(url, None if certs is None else certs.ca),
         what="hroot server",
         env=env,
         cwd=REPO_ROOT,
