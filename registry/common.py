@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from registry.config import Config
+from registry.errors import RequestTimeout
 from registry.pools import Pools
 from storage import Store
 from storage.errors import StoreError
@@ -46,15 +48,22 @@ async def body_pieces(
 ) -> AsyncIterator[bytes]:
     """The request body in pieces of `size` bytes (the last may be shorter).
 
-    A body that breaks off or is badly framed raises `error` (a 4xx), not a 500.
+    A body that breaks off or is badly framed raises `error` (a 4xx), not a 500. One
+    that sends nothing for `body_timeout` seconds raises RequestTimeout (408): a client
+    trickling a byte now and then is served, a silent one stops costing a connection
+    and its upload's lock. The wait is on the event loop, holding no thread.
     """
+    timeout = config(request).body_timeout
     parts: list[bytes] = []
     have = 0
     while True:
         try:
-            chunk = await request.content.read(size - have)
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(size - have)
         except (HttpProcessingError, ConnectionError) as exc:
             raise error(f"request body: {exc}") from exc
+        except TimeoutError:
+            raise RequestTimeout(f"no byte of the body for {timeout:g} s") from None
         if not chunk:
             break
         parts.append(chunk)
