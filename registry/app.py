@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import follow, housekeeping
+from registry import follow, housekeeping, limits
 from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
@@ -42,6 +42,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     if config.follow is not None:
         follow.setup(app)
     housekeeping.setup(app)
+    limits.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)

@@ -2,6 +2,9 @@
 
 Bodies never sit in memory whole: they go to the store's UploadWriter in PIECE-sized pieces,
 each written in a thread while the next one is received.
+
+A session lives config.upload_lifetime seconds at most (the store forgets it then) and
+counts against its client's max_uploads_per_client until it ends (registry.limits).
 """
 
 from __future__ import annotations
@@ -10,14 +13,25 @@ import asyncio
 import re
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from registry.auth.middleware import may
-from registry.common import blocking, body_pieces, ensure_room, store
+from registry.common import blocking, body_pieces, config, ensure_room, store
 from registry.errors import upload_range
+from registry.limits import sessions
 from storage import BlobInfo
-from storage.errors import BlobUploadInvalid, DigestInvalid, SizeInvalid, StoreError
+from storage.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    SizeInvalid,
+    StoreError,
+)
+
+T = TypeVar("T")
 
 # `a-b` as the spec writes it; `bytes a-b/total` (RFC 9110) and `bytes=a-b` as some clients do.
 CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
@@ -72,16 +86,27 @@ async def _write_body(request: web.Request, write: Callable[[bytes], None]) -> N
             await writing
 
 
+async def _in_session(
+    request: web.Request, fn: Callable[..., T], name: str, upload_id: str, *args: Any
+) -> T:
+    """`fn(name, upload_id, *args, upload_lifetime)`, a store call on a session, in a thread.
+
+    A session the store no longer knows (expired, or removed by gc) stops counting
+    against its client; an id used under another repository leaves its own session be.
+    """
+    lifetime = config(request).upload_lifetime
+    try:
+        return await blocking(request, fn, name, upload_id, *args, lifetime)
+    except BlobUploadUnknown:
+        sessions(request).close(name, upload_id)
+        raise
+
+
 async def _receive(request: web.Request, name: str, upload_id: str, offset: int | None) -> int:
     """Append the request body to the upload; the upload's size afterwards."""
     ensure_room(request)
-    writer = await blocking(
-        request,
-        store(request).open_upload,
-        name,
-        upload_id,
-        offset,
-        request.content_length,
+    writer = await _in_session(
+        request, store(request).open_upload, name, upload_id, offset, request.content_length
     )
     try:
         await _write_body(request, writer.write)
@@ -104,23 +129,27 @@ async def start_upload(request: web.Request) -> web.Response:
         info = await blocking(request, st.mount_blob, name, query["mount"], query["from"])
         if info is not None:
             return _blob_created(name, info)
-    upload_id = await blocking(request, st.start_upload, name)
+    upload_id = await sessions(request).open(
+        request.remote or "-", name, partial(blocking, request, st.start_upload, name)
+    )
     # After a mount that found nothing the client uploads next, whatever else the query holds.
     if "digest" not in query or "mount" in query:
         return web.Response(status=202, headers=_upload_headers(name, upload_id, 0))
     try:
         await _receive(request, name, upload_id, None)
-        info = await blocking(request, st.finish_upload, name, upload_id, query["digest"])
+        info = await _in_session(request, st.finish_upload, name, upload_id, query["digest"])
     except BaseException:  # also when the client leaves: nobody else knows this upload's id
         await _discard(request, name, upload_id)
         raise
+    finally:
+        sessions(request).close(name, upload_id)
     return _blob_created(name, info)
 
 
 async def upload_status(request: web.Request) -> web.Response:
     """GET: 204 with how much arrived, so a client can resume after a 416 or a broken PATCH."""
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
-    size = await blocking(request, store(request).upload_size, name, upload_id)
+    size = await _in_session(request, store(request).upload_size, name, upload_id)
     return web.Response(status=204, headers=_upload_headers(name, upload_id, size))
 
 
@@ -139,21 +168,19 @@ async def finish_upload(request: web.Request) -> web.Response:
         raise DigestInvalid(message="the digest query parameter is required")
     if request.body_exists:
         await _receive(request, name, upload_id, _chunk_offset(request))
-    st = store(request)
     try:
-        info = await blocking(request, st.finish_upload, name, upload_id, digest)
+        info = await _in_session(request, store(request).finish_upload, name, upload_id, digest)
     except StoreError:
         await _discard(request, name, upload_id)
         raise
+    finally:  # finished or not, the store has ended the session
+        sessions(request).close(name, upload_id)
     return _blob_created(name, info)
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
     """DELETE: 204, the session and what it received are gone."""
-    await blocking(
-        request,
-        store(request).cancel_upload,
-        request.match_info["name"],
-        request.match_info["upload_id"],
-    )
+    name, upload_id = request.match_info["name"], request.match_info["upload_id"]
+    await _in_session(request, store(request).cancel_upload, name, upload_id)
+    sessions(request).close(name, upload_id)
     return web.Response(status=204)

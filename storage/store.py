@@ -198,31 +198,41 @@ class Store:
     def start_upload(self, repo: str) -> str:
         return self._uploads.start(names.check_name(repo))
 
-    def upload_size(self, repo: str, upload_id: str) -> int:
-        return self._uploads.size(repo, upload_id)
+    # Each use of an upload may give a `lifetime` in seconds: an upload opened longer ago
+    # than that is BlobUploadUnknown, and its spool is removed (storage.uploads).
+
+    def upload_size(self, repo: str, upload_id: str, lifetime: float | None = None) -> int:
+        return self._uploads.size(repo, upload_id, lifetime)
 
     def open_upload(
-        self, repo: str, upload_id: str, offset: int | None = None, length: int | None = None
+        self,
+        repo: str,
+        upload_id: str,
+        offset: int | None = None,
+        length: int | None = None,
+        lifetime: float | None = None,
     ) -> UploadWriter:
         """Open for appending; UploadOutOfOrder if `offset` is given and is not the end.
 
         `length`, the bytes this write brings if known, lets a first write that turns
         out to be the whole blob finish without reading it again.
         """
-        return self._uploads.open(repo, upload_id, offset, length)
+        return self._uploads.open(repo, upload_id, offset, length, lifetime)
 
     @space.raises_storage_full
     @_writing
-    def finish_upload(self, repo: str, upload_id: str, digest: str) -> BlobInfo:
+    def finish_upload(
+        self, repo: str, upload_id: str, digest: str, lifetime: float | None = None
+    ) -> BlobInfo:
         """Check the digest, make the upload a git object and stage it."""
         parsed = digests.parse(digest)
-        oid, size = self._uploads.finish(repo, upload_id, parsed)
+        oid, size = self._uploads.finish(repo, upload_id, parsed, lifetime)
         self._maintenance.wrote(size)
         self._stage(repo, {parsed: oid})
         return BlobInfo(str(parsed), size)
 
-    def cancel_upload(self, repo: str, upload_id: str) -> None:
-        self._uploads.cancel(repo, upload_id)
+    def cancel_upload(self, repo: str, upload_id: str, lifetime: float | None = None) -> None:
+        self._uploads.cancel(repo, upload_id, lifetime)
 
     def ensure_room(self, size: int, margin: int) -> None:
         """StorageFull unless a write of `size` bytes leaves `margin` bytes free."""

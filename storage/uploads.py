@@ -12,6 +12,11 @@ the first write says how many bytes it brings (a Content-Length), the git id is
 hashed as they arrive for a blob of that size; if that is what the upload ends as,
 as with skopeo and podman, finishing it needs no read at all (a second of a 1 GiB
 push).
+
+An upload belongs to the repository it was opened for: under any other name its id
+is unknown. Callers may give a `lifetime` in seconds: an upload opened longer ago
+than that is unknown too, and its spool goes on that use (gc removes spools only
+once they are idle, however old).
 """
 
 from __future__ import annotations
@@ -72,14 +77,19 @@ class Uploads:
         self._remember(upload_id, _Received(objects.SPOOL_PREFIX, 0, hashlib.sha256()))
         return upload_id
 
-    def size(self, repo: str, upload_id: str) -> int:
-        with open(self._data(repo, upload_id), "rb") as spool:
+    def size(self, repo: str, upload_id: str, lifetime: float | None = None) -> int:
+        with open(self._data(repo, upload_id, lifetime), "rb") as spool:
             return self._tally(upload_id, spool).size
 
     def open(
-        self, repo: str, upload_id: str, offset: int | None, length: int | None
+        self,
+        repo: str,
+        upload_id: str,
+        offset: int | None,
+        length: int | None,
+        lifetime: float | None = None,
     ) -> SpoolWriter:
-        spool = self._locked(repo, upload_id)
+        spool = self._locked(self._data(repo, upload_id, lifetime), upload_id)
         received = self._tally(upload_id, spool)
         if offset is not None and offset != received.size:
             spool.close()
@@ -92,11 +102,13 @@ class Uploads:
         spool.seek(received.length)
         return SpoolWriter(self, upload_id, spool, received)
 
-    def finish(self, repo: str, upload_id: str, digest: Digest) -> tuple[bytes, int]:
+    def finish(
+        self, repo: str, upload_id: str, digest: Digest, lifetime: float | None = None
+    ) -> tuple[bytes, int]:
         """Make the upload a git object if `digest` matches; (object id, size)."""
-        path = self._data(repo, upload_id)
+        path = self._data(repo, upload_id, lifetime)
         try:
-            with self._locked(repo, upload_id) as spool:
+            with self._locked(path, upload_id) as spool:
                 received = self._tally(upload_id, spool)
                 spool.truncate(received.length)
                 if received.sha256 is not None and digest.algorithm == "sha256":
@@ -112,8 +124,8 @@ class Uploads:
             self.cancel(repo, upload_id)
         return oid.encode(), received.size
 
-    def cancel(self, repo: str, upload_id: str) -> None:
-        self._data(repo, upload_id)
+    def cancel(self, repo: str, upload_id: str, lifetime: float | None = None) -> None:
+        self._data(repo, upload_id, lifetime)
         self.cancel_dropped(upload_id)
 
     def cancel_dropped(self, upload_id: str) -> None:
@@ -138,16 +150,25 @@ class Uploads:
             else:
                 self._received[upload_id] = received
 
-    def _data(self, repo: str, upload_id: str) -> Path:
-        folder = self.root / upload_id if _UPLOAD_ID.fullmatch(upload_id) else None
+    def _data(self, repo: str, upload_id: str, lifetime: float | None = None) -> Path:
+        """The spool of `repo`'s upload `upload_id`, if it has one opened within `lifetime`
+        seconds; one older than that is removed. Another repository's is left as it is."""
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise BlobUploadUnknown(upload_id)
+        folder = self.root / upload_id
         try:
-            if folder is None or (folder / "repo").read_text() != repo:
-                raise BlobUploadUnknown(upload_id)
+            with open(folder / "repo") as owner:  # written once, when the upload began
+                if owner.read() != repo:
+                    raise BlobUploadUnknown(upload_id)
+                opened = os.fstat(owner.fileno()).st_mtime
         except FileNotFoundError:
             raise BlobUploadUnknown(upload_id) from None
+        if lifetime is not None and time.time() - opened > lifetime:
+            self.cancel_dropped(upload_id)
+            raise BlobUploadUnknown(upload_id, message=f"blob upload expired after {lifetime:g} s")
         return folder / "data"
 
-    def _locked(self, repo: str, upload_id: str) -> BinaryIO:
+    def _locked(self, data: Path, upload_id: str) -> BinaryIO:
         """The spool, opened and exclusively locked: one writer per upload.
 
         A lock that another request holds is waited for a moment before it counts as in
@@ -155,7 +176,7 @@ class Uploads:
         shares the spool the last writer just closed, and with it that writer's lock,
         until it execs. Under load that was long enough to refuse the next request.
         """
-        spool = open(self._data(repo, upload_id), "r+b")  # noqa: SIM115 (caller closes)
+        spool = open(data, "r+b")  # noqa: SIM115 (caller closes)
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
             try:
