@@ -166,6 +166,13 @@ def _checked(config: Config, source: str) -> Config:
         )
     if config.auth_challenge not in AUTH_CHALLENGES:
         raise ConfigError(f"{source}: auth_challenge must be one of {', '.join(AUTH_CHALLENGES)}")
+    if config.trusted_issuer is not None and config.trusted_issuer == config.token_issuer:
+        raise ConfigError(f"{source}: trusted_issuer must differ from token_issuer (hroot's own)")
+    if config.trusted_issuer is not None and config.htpasswd is None and not config.token_realm:
+        raise ConfigError(
+            f"{source}: with a trusted_issuer and no htpasswd, set token_realm: "
+            "where clients get that issuer's tokens"
+        )
     if config.auth_challenge == "basic" and config.htpasswd is None:
         raise ConfigError(f'{source}: auth_challenge = "basic" needs an htpasswd file')
     if config.follow == "":

@@ -66,6 +66,20 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
         'log_level = "loud"',
         "shutdown_timeout = -1",
         "this is not toml",
+        'tls_cert = "cert.pem"',
+        'auth_challenge = "digest"\nhtpasswd = "h"',
+        'auth_challenge = "basic"',
+        'trusted_issuer = "auth"',
+        'trusted_issuer = "auth"\ntrusted_issuer_key = "k.pem"',
+        'trusted_issuer = "hroot"\ntrusted_issuer_key = "k.pem"\nhtpasswd = "h"',
+        'anonymous_pull = "*"',
+        "groups = [1]",
+        '[groups]\nci = ["a", 2]',
+        '[[access]]\nnames = ["*"]\nactions = ["pull"]',
+        '[[access]]\nnames = ["*"]\nactions = ["steal"]\nusers = ["a"]',
+        '[[access]]\nnames = ["*"]\nactions = ["pull"]\nusers = ["a"]\nwho = 1',
+        "body_timeout = 0",
+        "max_uploads_per_client = 0",
     ],
 )
 def test_bad_settings_are_refused_with_their_source(tmp_path: Path, toml: str) -> None:
@@ -80,3 +94,22 @@ def test_bad_environment_and_missing_file(tmp_path: Path) -> None:
         load_config(env={"HROOT_LISTEN": "localhost"})
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", env={})
+
+
+def test_access_rules_from_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "hroot.toml"
+    file.write_text(
+        'htpasswd = "users"\nanonymous_pull = ["public/*"]\n'
+        '[groups]\nci = ["builder"]\n'
+        '[[access]]\nnames = ["ci/*"]\nactions = ["*"]\ngroups = ["ci"]\n'
+        '[[access]]\nnames = ["*"]\nactions = ["pull"]\nusers = ["*"]\n'
+    )
+    rules = load_config(file, env={}).rules
+    assert rules.allows("builder", "push", "ci/app/x")
+    assert rules.allows("builder", "delete", "ci/app")
+    assert not rules.allows("builder", "push", "app")
+    assert rules.allows("anyone", "pull", "app")
+    assert not rules.allows(None, "pull", "app")
+    assert rules.allows(None, "pull", "public/base")
+    assert rules.allows_everywhere("anyone", "pull")
+    assert not rules.allows_everywhere("builder", "push")
