@@ -22,8 +22,9 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 5000
 
-HEALTHCHECK --interval=30s --timeout=3s --start-period=5s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/v2/', timeout=2)"]
+# Healthy when /v2/ answers, over HTTP or HTTPS (--tls-cert), with 200 or with 401 (auth on).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s \
+    CMD ["python", "-c", "import ssl, sys, urllib.error, urllib.request\nfor scheme in ('https', 'http'):\n    try:\n        urllib.request.urlopen(scheme + '://127.0.0.1:5000/v2/', timeout=2, context=ssl._create_unverified_context())\n        sys.exit(0)\n    except urllib.error.HTTPError as e:\n        sys.exit(e.code != 401)\n    except OSError:\n        pass\nsys.exit(1)"]
 
 ENTRYPOINT ["hroot"]
 CMD ["serve", "--listen", "0.0.0.0:5000", "--data", "/data/hroot.git"]

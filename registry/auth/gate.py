@@ -82,6 +82,7 @@ class Gate:
         self.htpasswd = Htpasswd(config.htpasswd) if config.htpasswd is not None else None
         signing = None
         if self.htpasswd is not None:  # hroot issues tokens to the users of its htpasswd
+            # hroot/token-key.pem beside the branches: docs/format.md §5
             signing = load_or_make_key(config.token_key or repository / "hroot" / "token-key.pem")
         trusted = None
         if config.trusted_issuer is not None and config.trusted_issuer_key is not None:
