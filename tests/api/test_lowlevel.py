@@ -11,9 +11,14 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpClient
 
+from registry.server import Runner
 from tests.api.helpers import API_VERSION
 from tests.api.test_base import CLIENT_HELLO
 from tests.e2e.conftest import Hroot, serving
@@ -144,3 +149,35 @@ def test_every_answer_names_hroot_only(server: Hroot, path: str, status: int) ->
     answer = exchange(server, get(path))
     assert answer.status == status
     assert_hroot_headers(answer)
+
+
+class HrootTestServer(TestServer):
+    """aiohttp's TestServer running its app as `hroot serve` does, with registry.server.Runner."""
+
+    async def _make_runner(self, **kwargs: Any) -> Runner:
+        return Runner(self.app, **kwargs)
+
+
+async def test_a_failure_only_aiohttp_catches_is_a_json_500(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that no middleware turned into an answer (here: an app without hroot's
+    middlewares) is a JSON 500 with hroot's headers; its traceback goes to the log only."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a secret bug")
+
+    app = web.Application()
+    app.router.add_get("/", broken)
+    client = await aiohttp_client(HrootTestServer(app))
+    resp = await client.get("/")
+    assert resp.status == 500
+    assert resp.headers["Content-Type"] == JSON
+    assert (resp.headers["Docker-Distribution-API-Version"], resp.headers["Server"]) == (
+        API_VERSION,
+        "hroot",
+    )
+    (error,) = (await resp.json())["errors"]
+    assert (error["code"], error["message"]) == ("UNKNOWN", "internal server error")
+    assert "secret" not in await resp.text()
+    assert any("a secret bug" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)
