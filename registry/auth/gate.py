@@ -3,6 +3,7 @@ endpoint, each refusal logged with who, what and why (never a password or a toke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -87,6 +88,9 @@ class Gate:
         trusted = None
         if config.trusted_issuer is not None and config.trusted_issuer_key is not None:
             trusted = (config.trusted_issuer, load_public_key(config.trusted_issuer_key))
+        # bcrypt is slow on purpose: a flood of guessed passwords may take at most half of
+        # the read threads, so pulls of callers with tokens go on meanwhile.
+        self._checking = asyncio.Semaphore(max(1, config.read_threads // 2))
         self.tokens = Tokens(
             signing, config.token_issuer, config.token_service, config.token_lifetime, trusted
         )
@@ -133,13 +137,17 @@ class Gate:
 
     async def log_in(self, request: web.Request, need: Need, user: str, password: str) -> Caller:
         """The user of these credentials, or 401."""
-        if self.htpasswd is None or not await request.app[POOLS].read(
-            self.htpasswd.check, user, password
-        ):
+        if self.htpasswd is None or not await self._check(request, self.htpasswd, user, password):
             why = "no such user or wrong password"
             self.refuse(request, Caller(user), need, why)
             raise Unauthorized(self.challenge(request, need), message=why)
         return Caller(user)
+
+    async def _check(
+        self, request: web.Request, htpasswd: Htpasswd, user: str, password: str
+    ) -> bool:
+        async with self._checking:
+            return await request.app[POOLS].read(htpasswd.check, user, password)
 
     # --- authorization ----------------------------------------------------------------
 

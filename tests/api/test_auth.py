@@ -6,6 +6,7 @@ with the status, the error code and the WWW-Authenticate challenge it must get.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -501,3 +502,29 @@ def test_token_key_is_made_once_and_private(htpasswd: Path, store: Store, tmp_pa
     first = hashlib.sha256(key.read_bytes()).hexdigest()
     Gate(config, store.path)
     assert hashlib.sha256(key.read_bytes()).hexdigest() == first
+
+
+async def test_guessed_passwords_do_not_stall_pulls(
+    make_api: MakeApi, secured: MakeApi, htpasswd: Path
+) -> None:
+    """bcrypt takes at most half the read threads: with a flood of wrong passwords against a
+    costly entry under way, a pull with a token is answered at once."""
+    admin = await make_api()
+    image = await admin.push_image("app", "v1")
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(13)).decode()  # about 0.5 s a check
+    htpasswd.write_text(htpasswd.read_text() + f"victim:{costly}\n")
+    api = await secured(read_threads=2)
+    token = bearer(await token_for(api, "reader", "repository:app:pull"))
+    guesses = [
+        asyncio.ensure_future(api.client.get("/v2/", headers=basic("victim", f"guess-{n}")))
+        for n in range(12)
+    ]
+    await asyncio.sleep(0.1)  # the guesses are being checked
+    start = time.monotonic()
+    resp = await api.client.get(f"/v2/app/manifests/{image.digest}", headers=token)
+    waited = time.monotonic() - start
+    assert resp.status == 200
+    assert not all(g.done() for g in guesses)
+    assert waited < 0.5, f"a pull waited {waited:.2f} s behind password checks"
+    for guess in await asyncio.gather(*guesses):
+        assert guess.status == 401
