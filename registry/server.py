@@ -16,7 +16,6 @@ import socket
 import ssl
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
@@ -115,17 +114,6 @@ class Runner(web.AppRunner):
         return server
 
 
-def runner(app: web.Application, config: Config, **kwargs: Any) -> Runner:
-    """A Runner of `app` with the request limits of `config`."""
-    return Runner(
-        app,
-        max_line_size=config.max_header_size,
-        max_field_size=config.max_header_size,
-        max_headers=config.max_headers,
-        **kwargs,
-    )
-
-
 def serve(
     app: web.Application, sock: socket.socket, ssl_context: ssl.SSLContext | None, config: Config
 ) -> None:
@@ -141,8 +129,14 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    # access_log=None: registry.middleware.log_access logs each request.
-    server = runner(app, config, access_log=None, shutdown_timeout=config.shutdown_timeout)
+    server = Runner(
+        app,
+        max_line_size=config.max_header_size,
+        max_field_size=config.max_header_size,
+        max_headers=config.max_headers,
+        access_log=None,  # registry.middleware.log_access logs each request
+        shutdown_timeout=config.shutdown_timeout,
+    )
     await server.setup()
     try:
         await web.SockSite(server, sock, ssl_context=ssl_context).start()
