@@ -15,14 +15,17 @@ import os
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from registry.auth.rules import Grant
 from storage import Store
@@ -424,14 +427,35 @@ async def test_htpasswd_is_read_again_when_it_changes(secured: MakeApi, htpasswd
     await assert_error(await api.client.get("/v2/", headers=old), 401, "UNAUTHORIZED")
 
 
-async def test_trusted_external_issuer(secured: MakeApi, tmp_path: Path) -> None:
-    """Tokens of an issuer hroot trusts by its public key are accepted; others are not."""
+def issuer_certificate(key: rsa.RSAPrivateKey) -> bytes:
+    """A self-signed certificate of `key`, as Distribution's rootcertbundle holds them."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auth.example")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("trusted_as", ["public key", "certificate"])
+async def test_trusted_external_issuer(secured: MakeApi, tmp_path: Path, trusted_as: str) -> None:
+    """Tokens of an issuer hroot trusts by its public key (or certificate) are accepted;
+    others are not."""
     issuer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = tmp_path / "issuer.pub"
+    public = tmp_path / "issuer.pem"
     public.write_bytes(
         issuer_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        if trusted_as == "public key"
+        else issuer_certificate(issuer_key)
     )
     api = await secured(
         trusted_issuer="auth.example",
