@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from registry.auth.middleware import caller_of
 from registry.errors import http_error_response, internal_error_response, store_error_response
 from storage.errors import StorageFull, StoreError
 
@@ -59,7 +60,8 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 @web.middleware
 async def log_access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request, after its body has been streamed (handlers stream inside)."""
+    """One line per request, after its body has been streamed (handlers stream inside):
+    the client's address, its user, the request, the status, the time, the user agent."""
     start = time.perf_counter()
     outcome = "-"
     try:
@@ -71,8 +73,9 @@ async def log_access(request: web.Request, handler: Handler) -> web.StreamRespon
         raise
     finally:
         access_log.info(
-            '%s "%s %s" %s %.3fs "%s"',
+            '%s %s "%s %s" %s %.3fs "%s"',
             request.remote,
+            caller_of(request),  # "anonymous" also before, or without, authentication
             request.method,
             request.path_qs,
             outcome,

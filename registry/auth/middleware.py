@@ -60,9 +60,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     need = need_of(request) if gate is not None else None
     if gate is None or need is None:
         return await handler(request)
-    caller = await gate.identify(request, need)
+    request[CALLER] = caller = await gate.identify(request, need)
     gate.authorize(request, caller, need)
-    request[CALLER] = caller
     return await handler(request)
 
 

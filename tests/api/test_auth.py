@@ -502,7 +502,7 @@ async def test_logs_say_who_and_why_never_a_secret(
     secured: MakeApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = await secured()
-    caplog.set_level(logging.INFO, logger="hroot.auth")
+    caplog.set_level(logging.INFO)
     await api.client.get("/v2/app/tags/list", headers=basic("reader", "guess-1"))
     token = await token_for(api, "reader", "repository:app:pull,push")
     await api.client.post("/v2/app/blobs/uploads/", headers=bearer(token))
@@ -511,6 +511,7 @@ async def test_logs_say_who_and_why_never_a_secret(
     assert "no such user or wrong password" in text
     assert "login: reader from 127.0.0.1, granted repository:app:pull" in text
     assert "refused: reader from 127.0.0.1 may not push app" in text
+    assert '127.0.0.1 reader "POST /v2/app/blobs/uploads/" 403' in text  # the access log
     for secret in ("guess-1", PASSWORDS["reader"], token, token.split(".")[2]):
         assert secret not in text
 
