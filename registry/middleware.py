@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from registry.auth.middleware import caller_of
+from registry.auth.middleware import CALLER
 from registry.errors import http_error_response, internal_error_response, store_error_response
 from storage.errors import StorageFull, StoreError
 
@@ -75,7 +75,7 @@ async def log_access(request: web.Request, handler: Handler) -> web.StreamRespon
         access_log.info(
             '%s %s "%s %s" %s %.3fs "%s"',
             request.remote,
-            caller_of(request),  # "anonymous" also before, or without, authentication
+            request.get(CALLER, "-"),  # a Caller once authentication ran, "-" without it
             request.method,
             request.path_qs,
             outcome,
