@@ -41,10 +41,10 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
             raise
         response = store_error_response(err, request)
         if isinstance(err, StorageFull):  # the operator's to fix: one line, no traceback
-            log.warning("disk full on %s %s: %s", request.method, request.path_qs, err)
+            log.warning("disk full on %s %s: %s", request.method, request.raw_path, err)
         elif response.status >= 500:  # a store error without a mapped status is a bug somewhere
             log.error(
-                "unmapped store error on %s %s", request.method, request.path_qs, exc_info=err
+                "unmapped store error on %s %s", request.method, request.raw_path, exc_info=err
             )
         return response
     except web.HTTPException as exc:
@@ -54,7 +54,7 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         if _body_started(request):
             raise  # aiohttp logs it and drops the connection: the client sees a short body
-        log.exception("internal error on %s %s", request.method, request.path_qs)
+        log.exception("internal error on %s %s", request.method, request.raw_path)
         return internal_error_response()
 
 
@@ -77,7 +77,7 @@ async def log_access(request: web.Request, handler: Handler) -> web.StreamRespon
             request.remote,
             request.get(CALLER, "-"),  # a Caller once authentication ran, "-" without it
             request.method,
-            request.path_qs,
+            request.raw_path,
             outcome,
             time.perf_counter() - start,
             request.headers.get("User-Agent", "-"),

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ log = logging.getLogger("hroot.auth")
 
 TOKEN_PATH = "/auth/token"
 BASIC_REALM = "hroot"
+HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Caller:
     claims: Claims | None = None
 
     def __str__(self) -> str:
-        return self.user or "anonymous"
+        """For logs: escaped, so no user name can forge a line."""
+        return (self.user or "anonymous").encode("unicode_escape").decode()
 
 
 ANONYMOUS = Caller(None)
@@ -101,7 +104,7 @@ class Gate:
         """The WWW-Authenticate header of a 401 for `need`."""
         if self.scheme == "basic" or need.kind == "everything":  # git speaks Basic only
             return f'Basic realm="{BASIC_REALM}"'
-        realm = self.realm or f"{request.scheme}://{request.host}{TOKEN_PATH}"
+        realm = self.realm or f"{request.scheme}://{_host(request)}{TOKEN_PATH}"
         params = [f'realm="{realm}"', f'service="{self.tokens.service}"']
         if scope := need.scope():
             params.append(f'scope="{scope}"')
@@ -229,9 +232,21 @@ class Gate:
             request.remote,
             need,
             request.method,
-            request.path,
+            request.raw_path,
             why,
         )
+
+
+def _host(request: web.Request) -> str:
+    """The host and port the client reached this server by, for the token realm; the
+    listening address when the Host header is not a plain host[:port]."""
+    if HOST.fullmatch(request.host):
+        return request.host
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sockname:
+        return "localhost"
+    host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+    return f"{host}:{sockname[1]}"
 
 
 def basic_credentials(value: str) -> tuple[str, str] | None:

@@ -50,6 +50,7 @@ class Htpasswd:
                 continue
             entries[user.decode(errors="replace")] = entry
         self._entries, self._stamp, self._good = entries, stamp, {}
+        self._stand_in = _stand_in(entries)
         log.info("%s: %d user(s)", self.path, len(entries))
 
     def _current(self) -> None:
@@ -64,7 +65,10 @@ class Htpasswd:
         with self._lock:
             self._current()
             entry = self._entries.get(user)
-        if entry is None:
+            known = entry is not None
+            entry = entry or self._stand_in
+        if not known:  # as slow as for a known user: the time says nothing about who exists
+            bcrypt.checkpw(password.encode(), entry)
             return False
         key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), entry))).digest()
         if key in self._good:
@@ -80,3 +84,11 @@ class Htpasswd:
                     self._good.pop(next(iter(self._good)))
                 self._good[key] = None
         return good
+
+
+def _stand_in(entries: dict[str, bytes]) -> bytes:
+    """A hash to check the passwords of unknown users against, at the cost of a real entry
+    (the two digits after the `$2y$` prefix), so that they take as long."""
+    cost = next(iter(entries.values()))[4:6] if entries else b"10"
+    rounds = int(cost) if cost.isdigit() and 4 <= int(cost) <= 31 else 10
+    return bcrypt.hashpw(b"", bcrypt.gensalt(rounds))

@@ -553,3 +553,17 @@ async def test_guessed_passwords_do_not_stall_pulls(
     assert waited < 0.5, f"a pull waited {waited:.2f} s behind password checks"
     for guess in await asyncio.gather(*guesses):
         assert guess.status == 401
+
+
+async def test_what_a_client_says_cannot_forge_logs_or_challenges(
+    secured: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await secured()
+    caplog.set_level(logging.INFO)
+    forged = "mallory\nINFO hroot.auth login: admin"
+    await api.client.get("/v2/", headers=basic(forged, "x"))
+    assert not any(line.startswith("INFO hroot.auth login") for line in caplog.text.splitlines())
+    assert "mallory\\nINFO" in caplog.text
+    resp = await api.client.get("/v2/", headers={"Host": 'evil"host'})
+    challenge = resp.headers["WWW-Authenticate"]
+    assert "evil" not in challenge and challenge.startswith('Bearer realm="http://127.0.0.1:')
