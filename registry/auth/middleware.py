@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from registry.auth.gate import ANONYMOUS, TOKEN_PATH, Caller, Gate, Need
+from registry.auth.htpasswd import Htpasswd
+from registry.auth.tokens import load_or_make_key, load_public_key
 from registry.config import Config, ConfigError
 
 GATE = web.AppKey("gate", Gate)
@@ -29,6 +31,20 @@ def setup(app: web.Application, config: Config, repository: Path) -> None:
             app[GATE] = Gate(config, repository)
         except (OSError, ValueError) as e:  # a file named in the config, unreadable or bad
             raise ConfigError(f"authentication: {e}") from e
+
+
+def check_files(config: Config) -> None:
+    """Refuse, before anything is created, an htpasswd file or a key in the config that
+    cannot be read or used."""
+    try:
+        if config.htpasswd is not None:
+            Htpasswd(config.htpasswd)
+        if config.trusted_issuer_key is not None:
+            load_public_key(config.trusted_issuer_key)
+        if config.token_key is not None and config.token_key.exists():
+            load_or_make_key(config.token_key)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"authentication: {e}") from e
 
 
 def need_of(request: web.Request) -> Need | None:

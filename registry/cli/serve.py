@@ -15,6 +15,7 @@ import ssl
 
 from registry import follow, server
 from registry.app import create_app
+from registry.auth import middleware as auth
 from registry.cli.common import add_data_option
 from registry.cli.gc import add_retention_options
 from registry.config import LOG_LEVELS, Config, ConfigError, load_config
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)
+        auth.check_files(config)
     except ConfigError as e:
         args.parser.exit(2, f"hroot: {e}\n")
     setup_logging(config.log_level)
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         app = create_app(config)
-    except (StoreError, OSError) as e:
+    except (StoreError, OSError, ConfigError) as e:
         sock.close()
         log.error("cannot open the registry at %s: %s", config.data, repository.describe(e))
         return 1

@@ -146,3 +146,15 @@ def test_a_folder_that_is_not_a_registry_is_refused_in_one_line(tmp_path: Path) 
     assert f"{folder}: is a folder that is not empty and not a git repository" in line
     assert "Traceback" not in done.stderr
     assert [p.name for p in folder.iterdir()] == ["todo.txt"]
+
+
+def test_unusable_auth_files_leave_no_repository_behind(tmp_path: Path) -> None:
+    done = _serve("--htpasswd", "absent.htpasswd", "--data", "new.git", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "authentication: [Errno 2] No such file or directory: 'absent.htpasswd'" in done.stderr
+    (tmp_path / "hroot.toml").write_text(
+        'trusted_issuer = "auth"\ntrusted_issuer_key = "hroot.toml"\ntoken_realm = "https://a/t"\n'
+    )
+    done = _serve("--config", "hroot.toml", "--data", "new.git", cwd=tmp_path)
+    assert done.returncode == 2 and "authentication:" in done.stderr, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["hroot.toml"]
