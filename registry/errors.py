@@ -96,7 +96,8 @@ STATUS: dict[type[StoreError], int] = {
     e.ManifestBlobUnknown: 400,
     e.Unsupported: 415,
     e.Denied: 403,
-    e.StorageFull: 507,  # Insufficient Storage (RFC 4918): the client can tell it from a bug
+    e.StorageFull: 507,
+    e.RefBusy: 503,  # Insufficient Storage (RFC 4918): the client can tell it from a bug
     PaginationNumberInvalid: 400,
     RangeNotSatisfiable: 416,
     GitRequestFailed: 400,

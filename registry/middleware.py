@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 
 from registry.auth.middleware import CALLER
 from registry.errors import http_error_response, internal_error_response, store_error_response
-from storage.errors import StorageFull, StoreError
+from storage.errors import RefBusy, StorageFull, StoreError
 
 log = logging.getLogger("hroot.registry")
 access_log = logging.getLogger("hroot.access")
@@ -40,8 +40,9 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if _body_started(request):
             raise
         response = store_error_response(err, request)
-        if isinstance(err, StorageFull):  # the operator's to fix: one line, no traceback
-            log.warning("disk full on %s %s: %s", request.method, request.raw_path, err)
+        if isinstance(err, StorageFull | RefBusy):  # the operator's to see: one line
+            what = "disk full" if isinstance(err, StorageFull) else "ref lock held too long"
+            log.warning("%s on %s %s: %s", what, request.method, request.raw_path, err)
         elif response.status >= 500:  # a store error without a mapped status is a bug somewhere
             log.error(
                 "unmapped store error on %s %s", request.method, request.raw_path, exc_info=err

@@ -111,6 +111,14 @@ class StorageFull(StoreError):
     message = "no space left on the registry's disk"
 
 
+class RefBusy(StoreError):
+    """Another writer held a repository's ref lock for longer than a write waits for it
+    (storage.refs.LOCK_WAIT_SECONDS): nothing was written; the client may try again."""
+
+    code = "UNAVAILABLE"  # as Distribution's 503s
+    message = "the repository is busy with another write; try again"
+
+
 class Denied(StoreError):
     code = "DENIED"
     message = "requested access to the resource is denied"

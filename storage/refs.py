@@ -11,6 +11,8 @@ from dulwich.file import FileLocked
 from dulwich.objects import ZERO_SHA
 from dulwich.refs import DiskRefsContainer
 
+from storage.errors import RefBusy
+
 # A ref update holds its lock for milliseconds, `git pack-refs` packed-refs.lock for
 # well under a second (git itself gives up on it after 1 s): a lock older than this
 # was left by a crash. Store.gc removes such locks (storage.gc).
@@ -69,7 +71,7 @@ def compare_and_swap(
         except FileNotFoundError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"ref {name.decode()} stayed locked")
+            raise RefBusy(f"ref {name.decode()} stayed locked for {LOCK_WAIT_SECONDS:g} s")
         time.sleep(random.uniform(0.001, 0.01))
 
 

@@ -8,8 +8,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from storage import Store, names
-from tests.api.helpers import Api
+import pytest
+
+from storage import Store, names, refs
+from tests.api.helpers import Api, assert_error
 from tests.documents import image_manifest
 
 
@@ -50,3 +52,23 @@ async def test_a_stuck_repository_delays_no_other(
         "t5",
         "v0",
     ]
+
+
+async def test_a_lock_held_past_the_wait_is_a_503(
+    make_api: Callable[..., Awaitable[Api]], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push that waited for a ref lock as long as writes wait is told to try again
+    (503 UNAVAILABLE), not given a 500, and wrote no ref."""
+    monkeypatch.setattr(refs, "LOCK_WAIT_SECONDS", 0.5)  # 15 s in earnest
+    api = await make_api()
+    await api.push_image("stuck", "v0")
+    config = json.dumps({"os": "linux", "n": 1}).encode()
+    await api.push_blob("stuck", config)
+    lock = store.path / (names.branch_ref("stuck").decode() + ".lock")
+    lock.write_text("0" * 40 + "\n")  # a live writer's: fresh, not stale
+    resp = await api.put_manifest("stuck", "v1", image_manifest(config, [b"layer one"]))
+    error = await assert_error(resp, 503, "UNAVAILABLE")
+    assert "stayed locked" in error["detail"]
+    lock.unlink()
+    tags = await (await api.client.get("/v2/stuck/tags/list")).json()
+    assert tags["tags"] == ["v0"]
