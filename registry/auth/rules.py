@@ -9,7 +9,7 @@ htpasswd; anonymous requests may only pull what `anonymous_pull` names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -46,27 +46,25 @@ class Rules:
 
     def allows(self, user: str | None, action: str, name: str) -> bool:
         """Whether `user` (None: anonymous) may `action` the repository `name`."""
-        if action == "pull" and _matches(self.anonymous_pull, name):
-            return True
-        if user is None:
-            return False
-        if not self.grants:
-            return True
-        return any(
-            action in grant.actions and _matches(grant.names, name)
-            for grant in self._grants_of(user)
-        )
+        return self._allows(user, action, lambda patterns: _matches(patterns, name))
 
     def allows_everywhere(self, user: str | None, action: str) -> bool:
         """Whether `user` may `action` every repository, whatever its name: a pattern `*`."""
-        if action == "pull" and EVERYONE in self.anonymous_pull:
+        return self._allows(user, action, lambda patterns: EVERYONE in patterns)
+
+    def _allows(
+        self, user: str | None, action: str, covers: Callable[[tuple[str, ...]], bool]
+    ) -> bool:
+        """Whether anonymous pulls, or a grant of `user`, give `action` on names whose
+        patterns `covers` accepts."""
+        if action == "pull" and covers(self.anonymous_pull):
             return True
         if user is None:
             return False
         if not self.grants:
             return True
         return any(
-            action in grant.actions and EVERYONE in grant.names for grant in self._grants_of(user)
+            action in grant.actions and covers(grant.names) for grant in self._grants_of(user)
         )
 
     def anyone_may_pull(self) -> bool:

@@ -193,12 +193,18 @@ def hroot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hroot]:
         yield server
 
 
+def for_one_test(server: Hroot) -> Iterator[Hroot]:
+    """`server` for one test: a failure shows what it logged meanwhile, and its repository
+    must pass `git fsck` afterwards."""
+    server.log_mark = server.log.stat().st_size
+    yield server
+    server.fsck()
+
+
 @pytest.fixture
 def hroot(hroot_server: Hroot) -> Iterator[Hroot]:
-    """The session's server, for one test: its repository must pass `git fsck` afterwards."""
-    hroot_server.log_mark = hroot_server.log.stat().st_size
-    yield hroot_server
-    hroot_server.fsck()
+    """The session's server, for one test."""
+    yield from for_one_test(hroot_server)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from .certs import Certs, make_ca_and_cert
-from .conftest import Cli, Hroot, import_image, serving
+from .conftest import Cli, Hroot, for_one_test, import_image, serving
 from .tools import need_tool, run
 
 pytestmark = pytest.mark.e2e
@@ -60,10 +60,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[
 
 @pytest.fixture
 def hroot(secured: Hroot) -> Iterator[Hroot]:
-    """The secured server for one test (conftest shows its log when the test fails)."""
-    secured.log_mark = secured.log.stat().st_size
-    yield secured
-    secured.fsck()
+    """The secured server for one test."""
+    yield from for_one_test(secured)
 
 
 def assert_no_secrets(hroot: Hroot) -> None:
