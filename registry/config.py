@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from registry.auth.rules import Grant, parse_grants, parse_groups, parse_patterns
-from registry.auth.rules import Rules as AccessRules
+from registry.access import Grant, parse_grants, parse_groups, parse_patterns
+from registry.access import Rules as AccessRules
 from storage.retention import Rules
 
 MiB = 1 << 20
@@ -93,7 +93,7 @@ class Config:
     # auth.token: its `iss` and its public key or certificate (PEM).
     trusted_issuer: str | None = None
     trusted_issuer_key: Path | None = None
-    # Authorization (registry.auth.rules): name patterns anyone may pull without
+    # Authorization (registry.access): name patterns anyone may pull without
     # credentials; groups of users; grants (a table each: users, groups, names, actions).
     # With no grants, every authenticated user may pull, push and delete everything.
     anonymous_pull: tuple[str, ...] = ()
@@ -218,7 +218,7 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
     return _checked(replace(base, **changes), source)
 
 
-# Settings with a structure of their own, parsed by registry.auth.rules.
+# Settings with a structure of their own, parsed by registry.access.
 _RULES = {"anonymous_pull": parse_patterns, "groups": parse_groups, "access": parse_grants}
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from registry.access import ACTIONS, Rules
 from registry.auth.htpasswd import Htpasswd
-from registry.auth.rules import ACTIONS, Rules
 from registry.auth.tokens import (
     Claims,
     InvalidToken,

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from registry.auth.rules import Grant
+from registry.access import Grant
 from storage import Store
 from tests.api.helpers import Api, Image, assert_error
 from tests.documents import digest_of, image_manifest

@@ -1,4 +1,4 @@
-"""Who may do what to which repositories: the grants of the config (README "Security").
+"""Who may do what to which repositories: the access grants of the config (README "Security").
 
 A grant gives `actions` (pull, push, delete) on repositories whose names match one of its
 `names` patterns to its `users` and the members of its `groups`. Patterns are shell-style
