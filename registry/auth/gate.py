@@ -165,8 +165,8 @@ class Gate:
 
     def may_list(self, caller: Caller) -> bool:
         """Whether `caller` may list repositories (only those it may pull are shown)."""
-        if caller.claims is not None:
-            return caller.claims.grants("registry", "catalog", "*") or caller.user is not None
+        if caller.claims is not None:  # a token must say so: it may be scoped to one image
+            return caller.claims.grants("registry", "catalog", "*")
         return caller.user is not None or self.rules.anyone_may_pull()
 
     def authorize(self, request: web.Request, caller: Caller, need: Need) -> None:
@@ -177,8 +177,9 @@ class Gate:
         elif need.kind == "catalog":
             allowed = self.may_list(caller)
         elif need.kind == "everything":
-            allowed = (caller.claims is None or caller.claims.own) and (
-                self.rules.allows_everywhere(caller.user, need.action)
+            # git speaks Basic: a token, scoped to some repositories, never reads them all
+            allowed = caller.claims is None and self.rules.allows_everywhere(
+                caller.user, need.action
             )
         else:
             allowed = self.allows(caller, need.action, need.name)

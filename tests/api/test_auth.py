@@ -194,6 +194,13 @@ def expect(caller: str, request: str) -> str:
         return "401"
     if caller == "expired token":
         return "401 invalid_token"
+    if caller == "token for another repository" or caller in USERS:
+        # Tokens grant what they name (here repository:other or repository:app); the
+        # catalog needs registry:catalog:*, git Basic credentials.
+        if request == "GET _catalog":
+            return "401 insufficient_scope"
+        if request == "GET /git/":
+            return "401"
     if caller == "token for another repository":
         scoped = PULLS | PUSHES | DELETES
         return "401 insufficient_scope" if request in scoped else str(ALLOWED[request])
@@ -202,7 +209,7 @@ def expect(caller: str, request: str) -> str:
         "push user": PULLS | PUSHES,
         "delete user": PULLS | DELETES,
     }[caller]
-    if request in may or request in ("GET /v2/", "GET _catalog", "GET /git/"):
+    if request in may or request == "GET /v2/":
         return str(ALLOWED[request])
     return "403"
 
@@ -332,6 +339,9 @@ async def test_anonymous_pull_and_filtered_listings(make_api: MakeApi, secured: 
     assert "last=team%2Fa" in resp.headers["Link"]
     resp = await api.client.get("/v2/_catalog?n=2&last=team/a", headers=tina)
     assert (await resp.json())["repositories"] == ["team/b/c"]
+    token = bearer(await token_for(api, "tina", "registry:catalog:*"))
+    resp = await api.client.get("/v2/_catalog", headers=token)
+    assert (await resp.json())["repositories"] == ["public/base", "team/a", "team/b/c"]
     await assert_error(await api.client.get("/v2/app/tags/list", headers=tina), 403, "DENIED")
     resp = await api.client.put("/v2/team/new/blobs/uploads/", headers=tina)
     assert resp.status == 405  # a wrong method stays a 405 for anyone
