@@ -115,6 +115,7 @@ class UpstreamClient:
             total=None, sock_connect=CONNECT_TIMEOUT, sock_read=timeout
         )
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, usable until)
+        self._asking: dict[str, asyncio.Lock] = {}  # scope -> held while a token is fetched
         self._basic = False  # upstream asked for Basic: send it on every request
 
     # --- the API -------------------------------------------------------------------------
@@ -237,7 +238,7 @@ class UpstreamClient:
         response.release()
         scheme, params = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "bearer" and params.get("realm"):
-            authorization = "Bearer " + await self._token(name, scope, params)
+            authorization = "Bearer " + await self._token(name, scope, params, sent)
         elif scheme == "basic" and self._credentials() and not sent:
             self._basic = True
             authorization = self._basic_header()
@@ -304,13 +305,27 @@ class UpstreamClient:
         token still well within its lifetime."""
         if self._basic and self._credentials():
             return self._basic_header()
-        token, until = self._tokens.get(scope, ("", 0.0))
-        return f"Bearer {token}" if token and time.monotonic() < until else None
+        token = self._cached(scope)
+        return f"Bearer {token}" if token else None
 
-    async def _token(self, name: str, scope: str, challenge: dict[str, str]) -> str:
-        """A token from the challenge's realm for `scope`, cached until shortly before it
-        expires. Basic credentials go to the realm when configured; none otherwise (an
-        anonymous token, as Docker Hub gives)."""
+    def _cached(self, scope: str) -> str | None:
+        token, until = self._tokens.get(scope, ("", 0.0))
+        return token if token and time.monotonic() < until else None
+
+    async def _token(
+        self, name: str, scope: str, challenge: dict[str, str], rejected: str | None
+    ) -> str:
+        """A token for `scope` other than the `rejected` one, cached until shortly before it
+        expires; one request to the realm at a time per scope, so that pulls starting
+        together ask once. Basic credentials go to the realm when configured; none
+        otherwise (an anonymous token, as Docker Hub gives)."""
+        async with self._asking.setdefault(scope, asyncio.Lock()):
+            token = self._cached(scope)
+            if token and f"Bearer {token}" != rejected:
+                return token  # fetched meanwhile by another request
+            return await self._new_token(name, scope, challenge)
+
+    async def _new_token(self, name: str, scope: str, challenge: dict[str, str]) -> str:
         self._tokens.pop(scope, None)
         with self._guard("the token request"):
             realm = URL(challenge["realm"])
