@@ -8,6 +8,7 @@ The real ones: CNCF Distribution open and behind htpasswd (Basic), and hroot wit
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -275,10 +276,16 @@ async def test_server_errors_and_malformed_answers_fail(
 
 @pytest.mark.parametrize("scheme", ["basic", "bearer"])
 async def test_a_redirect_to_another_host_carries_no_credentials(
-    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession, image: Image, scheme: str
+    aiohttp_server: AiohttpServer,
+    session: aiohttp.ClientSession,
+    image: Image,
+    scheme: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The upstream wants credentials and sends blob GETs on to a CDN on another port (another
-    origin): the CDN must see no Authorization, and the token is asked for once."""
+    origin): the CDN must see no Authorization, the token is asked for once, and neither
+    it nor the password is logged."""
+    caplog.set_level(logging.DEBUG)
     seen: dict[str, list[str | None]] = {"upstream": [], "cdn": [], "token": []}
     layer = sha256(image.layer)
 
@@ -327,6 +334,8 @@ async def test_a_redirect_to_another_host_carries_no_credentials(
     if scheme == "bearer":
         assert sent == ["Bearer t0ken", "Bearer t0ken"]
         assert len(seen["token"]) == 1 and str(seen["token"][0]).startswith("Basic ")
+        assert "a token for repository:small/app:pull" in caplog.text
+    assert "t0ken" not in caplog.text and USER[1] not in caplog.text
 
 
 async def test_aiohttp_exceptions_never_escape_a_half_read_blob(
