@@ -12,6 +12,7 @@ from typing import Any
 
 from registry.access import Grant, parse_grants, parse_groups, parse_patterns
 from registry.access import Rules as AccessRules
+from registry.upstreams import Upstream, parse_upstreams
 from storage.retention import Rules
 
 MiB = 1 << 20
@@ -99,6 +100,8 @@ class Config:
     anonymous_pull: tuple[str, ...] = ()
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     access: tuple[Grant, ...] = ()
+    # Pull-through proxy (registry.proxy): [[upstream]] tables (registry.upstreams).
+    upstream: tuple[Upstream, ...] = ()
 
     @property
     def retention(self) -> Rules:
@@ -175,6 +178,8 @@ def _checked(config: Config, source: str) -> Config:
         )
     if config.auth_challenge == "basic" and config.htpasswd is None:
         raise ConfigError(f'{source}: auth_challenge = "basic" needs an htpasswd file')
+    if config.follow is not None and config.upstream:
+        raise ConfigError(f"{source}: a follower takes its images from its primary, not upstreams")
     if config.follow == "":
         raise ConfigError(f"{source}: follow must be a URL or a path, not empty")
     if not 0 < config.follow_interval < math.inf:
@@ -219,7 +224,12 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
 
 
 # Settings with a structure of their own, parsed by registry.access.
-_RULES = {"anonymous_pull": parse_patterns, "groups": parse_groups, "access": parse_grants}
+_RULES = {
+    "anonymous_pull": parse_patterns,
+    "groups": parse_groups,
+    "access": parse_grants,
+    "upstream": parse_upstreams,
+}
 
 
 def _optional(value: Any, kind: str, where: str) -> Any:

@@ -66,6 +66,20 @@ class TokenRequestInvalid(StoreError):
     message = "malformed token request"
 
 
+class UpstreamFailed(StoreError):
+    """The upstream registry of a proxied repository failed, refused hroot's credentials,
+    or sent what it should not (502); the message names it."""
+
+    code = "UNKNOWN"
+    message = "the upstream registry failed"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """The upstream registry did not answer in time (504)."""
+
+    message = "the upstream registry did not answer in time"
+
+
 class TooManyRequests(StoreError):
     """A client over one of the registry's limits (429): it may try again later."""
 
@@ -105,6 +119,8 @@ STATUS: dict[type[StoreError], int] = {
     TokenRequestInvalid: 400,
     TooManyRequests: 429,
     RequestTimeout: 408,
+    UpstreamFailed: 502,
+    UpstreamTimeout: 504,
 }
 
 # Errors aiohttp itself raises (no route, wrong method): the OCI code each is reported as.

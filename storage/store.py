@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -248,8 +248,12 @@ class Store:
         body: bytes,
         media_type: str | None = None,
         max_size: int = manifests.MAX_MANIFEST_SIZE,
+        provenance: Sequence[tuple[str, str]] = (),
     ) -> Manifest:
-        """Put a manifest by digest or under a tag: one commit, taking in its staged blobs."""
+        """Put a manifest by digest or under a tag: one commit, taking in its staged blobs.
+
+        `provenance`: more trailers saying where it came from (a pull-through proxy's
+        `Proxied-From`, docs/format.md §4)."""
         names.check_name(repo)
         if digests.is_digest(reference):
             claimed = digests.parse(reference)
@@ -285,6 +289,7 @@ class Store:
             if previous is not None and previous["digest"] != str(digest):
                 trailers.append(("Previous-Digest", previous["digest"]))
             trailers += [base.trailer() for base in bases]
+            trailers += provenance
             summary = f"push {where} {digest}" if tag else f"push {where}"
             edit = lineage.Edit(str(digest), parsed.layers)
             return Change(new_tree, summary, trailers, lineage.parents(bases), [edit])

@@ -77,6 +77,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"what gc leaves: anything younger (default {defaults.gc_expiry:g})",
     )
     add_retention_options(serve, prefix="gc-")
+    serve.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="be a pull-through cache of the registry at URL (docker.io for Docker Hub): "
+        "pulls of what is not stored yet go there and become commits, pushes are refused; "
+        "several upstreams, credentials and TTLs: [[upstream]] in the config "
+        "(README: Pull-through proxy)",
+    )
     security = serve.add_argument_group("security (README: Security; more in the config file)")
     security.add_argument(
         "--tls-cert",
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             htpasswd=args.htpasswd,
             anonymous_pull=args.anonymous_pull,
+            upstream=[{"url": args.proxy}] if args.proxy else None,
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)
