@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import follow, housekeeping, limits
+from registry import follow, housekeeping, limits, proxy
 from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
@@ -41,6 +41,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     auth.setup(app, config, store.path)
     if config.follow is not None:
         follow.setup(app)
+    proxy.setup(app)
     housekeeping.setup(app)
     limits.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from registry.common import PIECE, blocking, store
 from registry.errors import RangeNotSatisfiable
+from registry.proxy import proxy_of
 from storage import BlobReader
 
 log = logging.getLogger("hroot.registry")
@@ -48,6 +49,10 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     A GET opens the blob once: the open reader knows the size a Range is checked against.
     """
     name, digest = request.match_info["name"], request.match_info["digest"]
+    if (cache := proxy_of(request, name)) is not None:
+        streamed = await cache.blob(request, name, digest)
+        if streamed is not None:  # else it is stored now: served from the store below
+            return streamed
     st = store(request)
     reader = (
         None if request.method == "HEAD" else await blocking(request, st.open_blob, name, digest)

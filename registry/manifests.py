@@ -7,18 +7,19 @@ from contextlib import aclosing
 from aiohttp import web
 
 from registry.common import blocking, body_pieces, config, ensure_room, store
+from registry.proxy import proxy_of
 from storage.digests import is_digest
 from storage.errors import ManifestInvalid, ManifestTooLarge
 
 
 async def get_manifest(request: web.Request) -> web.Response:
-    """GET and HEAD: the exact bytes that were pushed, under the media type they were pushed as."""
-    manifest = await blocking(
-        request,
-        store(request).get_manifest,
-        request.match_info["name"],
-        request.match_info["reference"],
-    )
+    """GET and HEAD: the exact bytes that were pushed, under the media type they were pushed
+    as; for an upstream's name, what its pull-through cache has or fetches."""
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    if (cache := proxy_of(request, name)) is not None:
+        manifest = await cache.manifest(name, reference)
+    else:
+        manifest = await blocking(request, store(request).get_manifest, name, reference)
     return web.Response(
         body=manifest.body,
         headers={
