@@ -43,8 +43,10 @@ log = logging.getLogger("hroot.proxy")
 
 T = TypeVar("T")
 
-# Blobs of one image fetched at once in the background, as docker pulls three at a time.
+# Blobs of one image fetched at once in the background, as docker pulls three at a time,
+# once the client that pulled its manifest had this long to ask for them itself.
 PARALLEL_BLOBS = 4
+CLIENTS_FIRST_SECONDS = 1.0
 # Pieces a client may fall behind the upstream before the fetch waits for it, and how long
 # it waits before leaving that client behind (its connection is dropped; the fetch goes on).
 QUEUED_PIECES = 16
@@ -228,11 +230,11 @@ class Proxy:
     ) -> None:
         """Store what `manifest` needs from upstream, then commit it as a push would."""
         try:
-            for child in parsed.children:  # an index: each image it lists, committed first
-                await self.manifest(name, str(child.digest))
-                pending = self._pending.get((name, str(child.digest)))
-                if pending is not None:
-                    await asyncio.shield(pending.committed)
+            # An index: each image it lists, committed first.
+            await asyncio.gather(*(self._committed(name, str(c.digest)) for c in parsed.children))
+            # The client that pulls this asks for its blobs now: a fetch it joins from the
+            # start streams to it, one it finds under way it would have to wait for.
+            await asyncio.sleep(CLIENTS_FIRST_SECONDS)
             slots = asyncio.Semaphore(PARALLEL_BLOBS)
 
             async def fetch(digest: str) -> None:
@@ -259,6 +261,13 @@ class Proxy:
             self._pending.pop((name, manifest.digest), None)
             if tag is not None and self._tags.get((name, tag)) == manifest.digest:
                 del self._tags[(name, tag)]
+
+    async def _committed(self, name: str, digest: str) -> None:
+        """Return once manifest `digest` of `name` is stored, fetching it if need be."""
+        await self.manifest(name, digest)
+        pending = self._pending.get((name, digest))
+        if pending is not None:
+            await asyncio.shield(pending.committed)
 
     async def _stored_manifest(self, name: str, reference: str) -> Manifest | None:
         try:

@@ -134,22 +134,23 @@ async def test_a_moved_tag_is_a_new_commit_after_its_ttl(
     upstairs: Upstairs, make_proxy: MakeProxy, store: Store
 ) -> None:
     first = await upstairs.api.push_image("lib/app", "latest", layers=(b"one",))
-    proxy = await make_proxy(ttl=0.5)
+    proxy = await make_proxy(ttl=1.0)
     resp = await proxy.client.get("/v2/up/lib/app/manifests/latest")
     assert resp.headers["Docker-Content-Digest"] == first.digest
-    await settled(store, "up/lib/app", 1)
     second = await upstairs.api.push_image("lib/app", "latest", layers=(b"two",))
     resp = await proxy.client.get("/v2/up/lib/app/manifests/latest")
     assert resp.headers["Docker-Content-Digest"] == first.digest  # within the TTL
-    await asyncio.sleep(0.6)
+    await settled(store, "up/lib/app", 1)
+    await asyncio.sleep(1.0)
     resp = await proxy.client.get("/v2/up/lib/app/manifests/latest")
     assert resp.headers["Docker-Content-Digest"] == second.digest
+    heads = upstairs.count("HEAD", "/manifests/latest")
+    resp = await proxy.client.get("/v2/up/lib/app/manifests/latest")
+    assert resp.headers["Docker-Content-Digest"] == second.digest  # pending, not committed
+    assert upstairs.count("HEAD", "/manifests/latest") == heads  # within the TTL again
     log = await settled(store, "up/lib/app", 2)
     assert log.index(second.digest) < log.index(first.digest)  # newest first, both kept
     assert f"Previous-Digest: {first.digest}" in log
-    heads = upstairs.count("HEAD", "/manifests/latest")
-    resp = await proxy.client.get("/v2/up/lib/app/manifests/latest")
-    assert upstairs.count("HEAD", "/manifests/latest") == heads  # within the TTL again
 
 
 async def test_upstream_down_serves_what_is_stored(
