@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from registry.config import Config, ConfigError, load_config, parse_listen
+from registry.upstreams import upstream_of
 
 
 def test_defaults_need_nothing() -> None:
@@ -113,3 +114,52 @@ def test_access_rules_from_the_file(tmp_path: Path) -> None:
     assert rules.allows(None, "pull", "public/base")
     assert rules.allows_everywhere("anyone", "pull")
     assert not rules.allows_everywhere("builder", "push")
+
+
+def test_upstreams_from_the_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    file = tmp_path / "hroot.toml"
+    file.write_text(
+        '[[upstream]]\nurl = "docker.io"\nprefix = "docker.io"\n'
+        '[[upstream]]\nurl = "https://ghcr.io/"\nprefix = "ghcr.io"\nttl = 60\n'
+        f'username = "me"\npassword_file = "{tmp_path / "token"}"\n'
+        '[[upstream]]\nurl = "http://127.0.0.1:5001"\nprefix = "ghcr.io/special"\n'
+    )
+    config = load_config(file, env={})
+    hub, ghcr, special = config.upstream
+    assert (hub.url, hub.remote("docker.io/alpine")) == (
+        "https://registry-1.docker.io",
+        "library/alpine",
+    )
+    assert hub.remote("docker.io/grafana/grafana") == "grafana/grafana"
+    assert (ghcr.url, ghcr.password, ghcr.ttl) == ("https://ghcr.io", "s3cret", 60.0)
+    assert ghcr.remote("ghcr.io/org/app") == "org/app"
+    assert upstream_of(config.upstream, "ghcr.io/special/x") is special  # the longest prefix
+    assert upstream_of(config.upstream, "ghcr.io/org/app") is ghcr
+    assert upstream_of(config.upstream, "mine/app") is None
+    assert upstream_of(config.upstream, "docker.iox/app") is None
+    everything = load_config(env={}, upstream=[{"url": "http://up:5000"}]).upstream[0]
+    assert everything.covers("any/name") and everything.remote("alpine") == "alpine"
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[[upstream]]\nprefix = "a"',
+        '[[upstream]]\nurl = "ftp://x"',
+        '[[upstream]]\nurl = "https://x/path"',
+        '[[upstream]]\nurl = "https://u:p@x"',
+        '[[upstream]]\nurl = "https://x"\nusername = "u"',
+        '[[upstream]]\nurl = "https://x"\nttl = -1',
+        '[[upstream]]\nurl = "https://x"\nprefix = "/a"',
+        '[[upstream]]\nurl = "https://x"\ncolour = "blue"',
+        '[[upstream]]\nurl = "https://x"\n[[upstream]]\nurl = "https://y"',
+        '[[upstream]]\nurl = "https://x"\npassword_file = "/absent"\nusername = "u"',
+        'follow = "/elsewhere"\n[[upstream]]\nurl = "https://x"',
+    ],
+)
+def test_bad_upstreams_are_refused(tmp_path: Path, toml: str) -> None:
+    file = tmp_path / "hroot.toml"
+    file.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=str(file)):
+        load_config(file, env={})
