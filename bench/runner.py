@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Mapping
 
 from bench.report import Outcome, WorkloadResult
-from bench.servers import REPO_ROOT, Distribution, Hroot, Server
+from bench.servers import REPO_ROOT, Server
 from bench.workloads import Workload
 
 STATUS_INTERVAL = 30.0
@@ -70,13 +70,20 @@ async def _start_and_prepare(server: Server, workload: Workload) -> Mapping[str,
 async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
     progress(f"workload {workload.number}: {workload.title}: building images")
     await asyncio.to_thread(workload.build)
-    home = workload.home
-    servers: list[Server] = [Hroot(home / "hroot"), Distribution(home / "distribution")]
+    servers = workload.servers()
     outcomes = {server.name: Outcome() for server in servers}
     try:
+        try:
+            await workload.start()
+        except Exception as error:
+            progress(f"  workload {workload.number} could not start: {error}")
+            for outcome in outcomes.values():
+                outcome.error = f"workload start: {type(error).__name__}: {error}"
         for server in servers:
             outcome = outcomes[server.name]
-            await _attempt(server, workload, outcome, _start_and_prepare(server, workload), timeout)
+            if outcome.error is None:
+                step = _start_and_prepare(server, workload)
+                await _attempt(server, workload, outcome, step, timeout)
         for number in range(workload.rounds):
             progress(f"workload {workload.number} round {number + 1}/{workload.rounds}")
             for server in servers:
@@ -94,7 +101,8 @@ async def run_workload(workload: Workload, timeout: float) -> WorkloadResult:
             await server.stop()
             outcomes[server.name].peak_rss = server.peak_rss
             outcomes[server.name].disk_bytes = server.disk_bytes()
-    shutil.rmtree(home)
+        await workload.stop()
+    shutil.rmtree(workload.home)
     return WorkloadResult(
         workload.number, workload.title, workload.rounds, workload.params(), outcomes
     )

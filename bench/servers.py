@@ -18,6 +18,8 @@ from pathlib import Path
 
 import aiohttp
 
+from storage import names
+
 READY_TIMEOUT = 60.0
 POLL_INTERVAL = 0.005
 STOP_TIMEOUT = 10.0
@@ -78,6 +80,10 @@ class Server:
 
     async def settle(self) -> None:
         """Wait for the server's own background upkeep to end (Distribution has none)."""
+
+    async def cached(self, name: str) -> None:
+        """Wait until what a pull through this proxy fetched of `name` is stored
+        (Distribution's proxy stores a blob as it serves it)."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -243,7 +249,44 @@ class Distribution(Server):
         flags = ["--delete-untagged"] if untagged else []
         return ["docker-registry", "garbage-collect", *flags, str(self._config())]
 
+    def config_text(self) -> str:
+        return DISTRIBUTION_CONFIG.format(data=self.data, port=self.port)
+
     def _config(self) -> Path:
         config = self.home / "config.yml"
-        config.write_text(DISTRIBUTION_CONFIG.format(data=self.data, port=self.port))
+        config.write_text(self.config_text())
         return config
+
+
+class ProxyHroot(Hroot):
+    """`hroot serve --proxy`: a pull-through cache of `upstream`, every name its."""
+
+    def __init__(self, home: Path, upstream: Server) -> None:
+        super().__init__(home)
+        self.upstream = upstream
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--proxy", self.upstream.url]
+
+    async def cached(self, name: str, timeout: float = 60) -> None:
+        """hroot commits a proxied image in the background, once its blobs are stored."""
+        ref = names.branch_ref(name).decode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            git = ["git", "--git-dir", str(self.data), "show-ref", "--verify", "--quiet", ref]
+            found = await asyncio.create_subprocess_exec(*git)
+            if await found.wait() == 0:
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        raise ServerError(f"hroot did not commit {name} within {timeout:.0f} s")
+
+
+class ProxyDistribution(Distribution):
+    """Distribution in proxy mode (`proxy.remoteurl`), a pull-through cache of `upstream`."""
+
+    def __init__(self, home: Path, upstream: Server) -> None:
+        super().__init__(home)
+        self.upstream = upstream
+
+    def config_text(self) -> str:
+        return super().config_text() + f"proxy:\n  remoteurl: {self.upstream.url}\n"

@@ -1,4 +1,4 @@
-"""The nine workloads. Each builds its images once, then times rounds against one server.
+"""The ten workloads. Each builds its images once, then times rounds against one server.
 
 A workload's `build()` writes the images it pushes (untimed, shared by both registries);
 `prepare()` runs once per registry after it starts and may return one-off timings;
@@ -18,7 +18,7 @@ from typing import ClassVar, TypeVar
 from bench.clients import ClientError, RegistryClient, registry_client, skopeo_copy
 from bench.images import Image, Layer, Layout, manifest_json
 from bench.report import human_bytes
-from bench.servers import Server
+from bench.servers import Distribution, Hroot, ProxyDistribution, ProxyHroot, Server
 
 Metrics = dict[str, float]
 T = TypeVar("T")
@@ -64,6 +64,16 @@ class Workload:
 
     def params(self) -> dict[str, object]:
         return {}
+
+    def servers(self) -> list[Server]:
+        """The registries compared, hroot first."""
+        return [Hroot(self.home / "hroot"), Distribution(self.home / "distribution")]
+
+    async def start(self) -> None:
+        """Starts what the workload needs beside the registries, before them."""
+
+    async def stop(self) -> None:
+        """Stops what `start` started, after the registries."""
 
     def build(self) -> None:
         """Writes the images to push; blocking, run once before any server starts."""
@@ -526,6 +536,72 @@ class Retention(DiskCorpus):
         return metrics
 
 
+class PullThrough(Workload):
+    """skopeo pulls through each registry as a pull-through cache of a Distribution on
+    loopback: hroot `--proxy`, Distribution `proxy.remoteurl`. Each round starts on fresh
+    data: the same pull straight from the upstream, then a cold pull through the proxy
+    (fetched, stored and served at once; its ratio to the direct pull is the proxy's cost,
+    hroot's target at most 1.15), then a warm one, once the proxy has stored the image."""
+
+    number = 10
+    repo = "bench/proxied"
+    tools = ("skopeo",)
+
+    def __init__(self, home: Path, layers: int, size: int) -> None:
+        super().__init__(home)
+        self.layers = layers
+        self.size = size
+        self.title = (
+            f"pull-through proxy of a Distribution upstream, skopeo, {layers} layers of "
+            f"{human_bytes(size)}"
+        )
+        self.upstream = Distribution(home / "upstream")
+        self.image: Image | None = None
+
+    def params(self) -> dict[str, object]:
+        return {"layers": self.layers, "layer_bytes": self.size}
+
+    def servers(self) -> list[Server]:
+        return [
+            ProxyHroot(self.home / "hroot", self.upstream),
+            ProxyDistribution(self.home / "distribution", self.upstream),
+        ]
+
+    def fill(self, layout: Layout) -> None:
+        layers = [layout.add_random_layer(self.size, seed) for seed in range(self.layers)]
+        self.image = layout.add_image("v1", layers)
+
+    async def start(self) -> None:
+        assert self.image is not None
+        await self.upstream.start()
+        async with registry_client(self.upstream.url) as client:
+            await client.push_image(self.repo, self.image)
+
+    async def stop(self) -> None:
+        await self.upstream.stop()
+
+    async def run_round(self, server: Server, number: int) -> Metrics:
+        await server.reset()
+        direct = await self._pull(self.upstream)
+        cold = await self._pull(server)
+        await server.cached(self.repo)
+        warm = await self._pull(server)
+        return {
+            "pull straight from upstream (s)": direct,
+            "cold pull through the proxy (s)": cold,
+            "cold / straight": cold / direct,
+            "warm pull through the proxy (s)": warm,
+        }
+
+    async def _pull(self, server: Server) -> float:
+        """skopeo copy of the image from `server` into a fresh OCI layout; the seconds."""
+        pulled = self.home / "pulled"
+        remote = f"docker://127.0.0.1:{server.port}/{self.repo}:v1"
+        seconds = await timed(skopeo_copy(remote, f"oci:{pulled}:v1"))
+        shutil.rmtree(pulled)
+        return seconds
+
+
 def workloads(root: Path, scale: float) -> list[Workload]:
     """All workloads at the given scale, each with its own folder under root."""
     return [
@@ -542,4 +618,5 @@ def workloads(root: Path, scale: float) -> list[Workload]:
             root / "8", 10, scaled(2_000, scale, minimum=20), scaled(200, scale, minimum=50)
         ),
         Retention(root / "9", 20, 5, scaled(8 * MiB, scale)),
+        PullThrough(root / "10", 4, scaled(50 * MiB, scale)),
     ]
