@@ -248,7 +248,7 @@ async def test_upstream_errors_map_to_oci_errors(upstairs: Upstairs, make_proxy:
 
 
 async def test_a_blob_that_is_not_its_digest_is_refused(
-    aiohttp_client: AiohttpClient, store: Store
+    aiohttp_client: AiohttpClient, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An upstream that sends other bytes than the digest says: the client's download
     breaks off before its end, and nothing is stored."""
@@ -280,6 +280,11 @@ async def test_a_blob_that_is_not_its_digest_is_refused(
     with pytest.raises(Exception):  # noqa: B017 (aiohttp's payload error, whichever)
         await resp.read()
     await asyncio.sleep(0.5)  # the background commit gives up too
+    assert (
+        "cut off lib/app@" in caplog.text
+        and "sent a blob that does not match its digest" in caplog.text
+    )
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
     assert list((store.path / "hroot" / "uploads").iterdir()) == []
     refs = ["git", "--git-dir", store.path, "for-each-ref", "refs/heads/"]
     assert subprocess.run(refs, check=True, capture_output=True, text=True).stdout == ""
