@@ -115,19 +115,18 @@ def push(registry: Registry, name: str, image: Image, *tags: str) -> None:
     them (hroot takes them on every request, as Distribution's htpasswd mode does)."""
     base = f"{registry.url}/v2/{name}"
     for digest, data in image.blobs.items():
-        status, headers = _request(
-            "POST", f"{base}/blobs/uploads/?digest={digest}", registry.credentials, data
+        # A session, then its body in one PUT: Distribution takes no body on the POST.
+        status, headers = _request("POST", f"{base}/blobs/uploads/", registry.credentials)
+        assert status == 202, f"blob {digest}: POST {status}"
+        location = urllib.parse.urljoin(registry.url, headers["Location"])
+        sep = "&" if "?" in location else "?"
+        status, _ = _request(
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            registry.credentials,
+            data,
+            **{"Content-Type": "application/octet-stream"},
         )
-        if status == 202:  # no monolithic POST here: PUT the body to the session
-            location = urllib.parse.urljoin(registry.url, headers["Location"])
-            sep = "&" if "?" in location else "?"
-            status, _ = _request(
-                "PUT",
-                f"{location}{sep}digest={digest}",
-                registry.credentials,
-                data,
-                **{"Content-Type": "application/octet-stream"},
-            )
         assert status == 201, f"blob {digest}: {status}"
     for tag in tags:
         status, _ = _request(
