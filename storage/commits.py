@@ -27,6 +27,7 @@ from storage.layout import ObjectCache, TreeWriter
 from storage.lineage import Edit, Lineage
 from storage.maintenance import Maintenance
 from storage.objects import ObjectBatch
+from storage.types import Committed
 
 AUTHOR = b"hroot <hroot@localhost>"
 _MERGED_DEPTH = 100  # commits back in which a base merged already is not merged again
@@ -97,6 +98,7 @@ class Writer:
         self._ref_locks: dict[bytes, threading.Lock] = {}
         self._ref_locks_lock = threading.Lock()
         self._queues: dict[bytes, list[Queued]] = {}  # by ref: updates waiting
+        self.listeners: list[Callable[[Committed], None]] = []  # Store.on_commit
 
     def commit(self, repo: str, change: ChangeFunction, must_exist: bool = False) -> None:
         """Apply `change` to the tip as one commit; rebuild on the new tip if we lose a race.
@@ -135,7 +137,15 @@ class Writer:
                 self._maintenance.committed(len(written), batch.size)
                 edits = [(commit, edit) for commit, change in written for edit in change.edits]
                 self._lineage.committed(ref, tip, head, edits)
+                self._tell(repo, written)
                 return
+
+    def _tell(self, repo: str, written: list[tuple[bytes, Change]]) -> None:
+        """Tell the listeners of each commit now on the branch, in order."""
+        for commit, change in written:
+            told = Committed(repo, commit.decode(), change.summary, tuple(change.trailers))
+            for listener in self.listeners:
+                listener(told)
 
     def _write_change(
         self,

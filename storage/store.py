@@ -48,7 +48,7 @@ from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
 from storage.objects import ObjectBatch
-from storage.types import BlobInfo, BlobReader, Manifest, Removed, UploadWriter
+from storage.types import BlobInfo, BlobReader, Committed, Manifest, Removed, UploadWriter
 from storage.uploads import Uploads
 
 __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
@@ -117,6 +117,11 @@ class Store:
         self._repo.close()
 
     # --- listings ---------------------------------------------------------
+    def on_commit(self, listener: Callable[[Committed], None]) -> None:
+        """Call `listener` with each commit this store makes on a repository's branch, once
+        the branch points past it, in the writing thread: it must be quick and not raise."""
+        self._writer.listeners.append(listener)
+
     def repositories(self, n: int | None = None, last: str | None = None) -> list[str]:
         """Repository names, sorted; at most n after `last`."""
         found = sorted(names.decode(key) for key in self._refs.keys(base=names.BRANCH_PREFIX))

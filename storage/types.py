@@ -20,6 +20,21 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """A commit the store made on a repository's branch (docs/format.md §4): its id, first
+    line and trailers, told to Store.on_commit listeners once the branch points past it."""
+
+    repository: str
+    commit: str  # hex id
+    summary: str
+    trailers: tuple[tuple[str, str], ...]
+
+    def trailer(self, key: str) -> str | None:
+        """The first value of trailer `key`, if the commit has one."""
+        return next((value for k, value in self.trailers if k == key), None)
+
+
+@dataclass(frozen=True)
 class Removed:
     """What Store.remove took away: the branch at `commit`, whether blobs were staged,
     how many uploads were in progress."""

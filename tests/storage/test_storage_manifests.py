@@ -30,6 +30,7 @@ from storage.manifests import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from storage.types import Committed
 from tests.documents import descriptor, image_manifest, index_manifest
 from tests.storage.images import assert_fsck_clean, git, push_image, put
 
@@ -424,3 +425,20 @@ def test_a_refused_manifest_writes_no_object(store: Store) -> None:
     with pytest.raises(ManifestBlobUnknown):
         store.put_manifest("img", "v1", missing)
     assert git(store, "count-objects").startswith("0 objects")
+
+
+def test_listeners_hear_of_each_commit_once_the_branch_has_it(store: Store) -> None:
+    heard: list[tuple[str, str, str]] = []
+
+    def listen(committed: Committed) -> None:
+        tip = git(store, "rev-parse", "refs/heads/hroot/app").strip()
+        heard.append((committed.commit, tip, committed.summary))
+        assert committed.repository == "app"
+
+    store.on_commit(listen)
+    image = push_image(store, "app", "v1")
+    store.delete_tag("app", "v1")
+    log = git(store, "log", "--format=%H %s", "refs/heads/hroot/app").splitlines()
+    assert [f"{commit} {summary}" for commit, _, summary in reversed(heard)] == log
+    assert all(commit == tip for commit, tip, _ in heard)
+    assert heard[0][2] == f"push app:v1 {image.digest}"
