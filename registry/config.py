@@ -13,10 +13,12 @@ from typing import Any
 from registry.access import Grant, parse_grants, parse_groups, parse_patterns
 from registry.access import Rules as AccessRules
 from registry.upstreams import Upstream, parse_upstreams
+from registry.webhooks import Webhook, parse_webhooks
 from storage.retention import Rules
 
 MiB = 1 << 20
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 AUTH_CHALLENGES = ("bearer", "basic")
 
 
@@ -103,6 +105,17 @@ class Config:
     # Pull-through proxy (registry.proxy): [[upstream]] tables (registry.upstreams).
     upstream: tuple[Upstream, ...] = ()
 
+    # --- Operations (README "Running hroot") ---
+    # Log lines as plain text, or one JSON object each ("json") for log collectors.
+    log_format: str = "text"
+    # Serve /metrics (and /health, /ready) on this HOST:PORT too, apart from the API, as
+    # Distribution's debug server; None: on the API's address only.
+    metrics_listen: str | None = None
+    # /ready fails while a follower's last good fetch is older than this many seconds.
+    ready_follow_lag: float = 60.0
+    # Notification webhooks (registry.events): [[webhook]] tables (registry.webhooks).
+    webhook: tuple[Webhook, ...] = ()
+
     @property
     def retention(self) -> Rules:
         return Rules(self.gc_drop_untagged_days, self.gc_keep_commits, self.gc_keep_days)
@@ -136,6 +149,15 @@ def _checked(config: Config, source: str) -> Config:
     """Refuse values the server could not run with, naming where they came from."""
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"{source}: log_format must be one of {', '.join(LOG_FORMATS)}")
+    if config.metrics_listen is not None:
+        try:
+            parse_listen(config.metrics_listen)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: metrics_listen: {e}") from None
+    if not 0 < config.ready_follow_lag < math.inf:
+        raise ConfigError(f"{source}: ready_follow_lag must be a positive number of seconds")
     for name in ("max_manifest_size", "max_page_size", "read_threads", "write_threads"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{source}: {name} must be a positive integer")
@@ -229,6 +251,7 @@ _RULES = {
     "groups": parse_groups,
     "access": parse_grants,
     "upstream": parse_upstreams,
+    "webhook": parse_webhooks,
 }
 
 

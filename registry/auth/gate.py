@@ -32,6 +32,7 @@ from storage.errors import Denied
 log = logging.getLogger("hroot.auth")
 
 TOKEN_PATH = "/auth/token"
+UI_PATH = "/ui/"
 BASIC_REALM = "hroot"
 HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -54,8 +55,9 @@ ANONYMOUS = Caller(None)
 @dataclass(frozen=True)
 class Need:
     """What a request needs. `kind`: "login" (any authenticated caller: GET /v2/),
-    "catalog" (the repository listing), "repository" (`action` on `name`), or "everything"
-    (`action` on every repository: git over HTTP, whose objects span all of them)."""
+    "catalog" (the repository listing), "browse" (the web pages: a person's browser, which
+    speaks Basic), "repository" (`action` on `name`), or "everything" (`action` on every
+    repository: git over HTTP, whose objects span all of them)."""
 
     kind: str
     name: str = ""
@@ -73,7 +75,9 @@ class Need:
     def __str__(self) -> str:
         if self.kind == "repository":
             return f"{self.action} {self.name}"
-        return {"login": "log in", "catalog": "list repositories"}.get(self.kind, "read git")
+        return {"login": "log in", "catalog": "list repositories", "browse": "browse"}.get(
+            self.kind, "read git"
+        )
 
 
 class Gate:
@@ -102,7 +106,7 @@ class Gate:
 
     def challenge(self, request: web.Request, need: Need, error: str | None = None) -> str:
         """The WWW-Authenticate header of a 401 for `need`."""
-        if self.scheme == "basic" or need.kind == "everything":  # git speaks Basic only
+        if self.scheme == "basic" or need.kind in ("everything", "browse"):  # Basic only
             return f'Basic realm="{BASIC_REALM}"'
         realm = self.realm or f"{request.scheme}://{_host(request)}{TOKEN_PATH}"
         params = [f'realm="{realm}"', f'service="{self.tokens.service}"']
@@ -176,6 +180,8 @@ class Gate:
             allowed = caller != ANONYMOUS
         elif need.kind == "catalog":
             allowed = self.may_list(caller)
+        elif need.kind == "browse":  # git's rule: a browser speaks Basic, never tokens
+            allowed = caller.claims is None and self.may_list(caller)
         elif need.kind == "everything":
             # git speaks Basic: a token, scoped to some repositories, never reads them all
             allowed = caller.claims is None and self.rules.allows_everywhere(

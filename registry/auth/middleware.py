@@ -1,8 +1,9 @@
 """Authentication and authorization of every request, before its handler runs.
 
 Off unless the config names an htpasswd file or a trusted token issuer. Then each route
-needs something (registry.auth.gate.Need): GET /v2/ a logged-in caller; the catalog a
-caller who may pull something (it lists only what the caller may pull); reads of a
+needs something (registry.auth.gate.Need): GET /v2/ a logged-in caller; the catalog and
+the web pages (/ui/) a caller who may pull something (they show only what the caller
+may pull); /metrics, /health, /ready and the token endpoint nothing; reads of a
 repository `pull`, every step of an upload and manifest PUTs `push`, DELETEs of manifests and blobs
 `delete`; git over HTTP `pull` on every repository, since its packs hold objects of all
 of them. A refused request is answered before its handler runs, so it writes nothing.
@@ -15,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from registry.auth.gate import ANONYMOUS, TOKEN_PATH, Caller, Gate, Need
+from registry.auth.gate import ANONYMOUS, UI_PATH, Caller, Gate, Need
 from registry.auth.htpasswd import Htpasswd
 from registry.auth.tokens import load_or_make_key, load_public_key
 from registry.config import Config, ConfigError
@@ -52,10 +53,12 @@ def need_of(request: web.Request) -> Need | None:
     endpoint, unknown paths that answer 404)."""
     route = request.match_info.route
     path = route.resource.canonical if route.resource is not None else ""
-    if path.startswith(TOKEN_PATH) or not path:
-        return None
     if path.startswith("/git/"):
         return Need("everything", action="pull")
+    if path.startswith(UI_PATH):  # its pages show only what the caller may pull
+        return Need("browse")
+    if not path.startswith("/v2"):  # the token endpoint, /metrics, /health, /ready, 404s
+        return None
     name = request.match_info.get("name")
     if name is None:
         return Need("catalog") if path == "/v2/_catalog" else Need("login")

@@ -18,7 +18,7 @@ from registry.app import create_app
 from registry.auth import middleware as auth
 from registry.cli.common import add_data_option
 from registry.cli.gc import add_retention_options
-from registry.config import LOG_LEVELS, Config, ConfigError, load_config
+from registry.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
 from registry.logs import setup_logging
 from storage import StoreError, repository
 
@@ -48,6 +48,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=LOG_LEVELS,
         help=f"least severe log messages shown; info logs one line per request "
         f"(default {defaults.log_level})",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=f"plain lines, or one JSON object a line for log collectors "
+        f"(default {defaults.log_format})",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics, /health and /ready on this address, apart from the API",
     )
     serve.add_argument(
         "--follow",
@@ -115,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
             listen=args.listen,
             data=args.data,
             log_level=args.log_level,
+            log_format=args.log_format,
+            metrics_listen=args.metrics_listen,
             follow=args.follow,
             follow_interval=args.follow_interval,
             gc_interval=args.gc_interval,
