@@ -22,9 +22,11 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 5000
 
-# Healthy when /v2/ answers, over HTTP or HTTPS (--tls-cert), with 200 or with 401 (auth on).
+# Healthy when /health answers 200 (it needs no credentials), over HTTPS (--tls-cert) or
+# HTTP: the process is up. /ready says more (the store, the disk, a follower's lag) but must
+# not get a registry restarted for a full disk.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s \
-    CMD ["python", "-c", "import ssl, sys, urllib.error, urllib.request\nfor scheme in ('https', 'http'):\n    try:\n        urllib.request.urlopen(scheme + '://127.0.0.1:5000/v2/', timeout=2, context=ssl._create_unverified_context())\n        sys.exit(0)\n    except urllib.error.HTTPError as e:\n        sys.exit(e.code != 401)\n    except OSError:\n        pass\nsys.exit(1)"]
+    CMD ["python", "-c", "import ssl, sys, urllib.error, urllib.request\nfor scheme in ('https', 'http'):\n    try:\n        urllib.request.urlopen(scheme + '://127.0.0.1:5000/health', timeout=2, context=ssl._create_unverified_context())\n        sys.exit(0)\n    except urllib.error.HTTPError:\n        sys.exit(1)\n    except OSError:\n        pass\nsys.exit(1)"]
 
 ENTRYPOINT ["hroot"]
 CMD ["serve", "--listen", "0.0.0.0:5000", "--data", "/data/hroot.git"]

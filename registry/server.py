@@ -22,9 +22,10 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from registry.config import Config
+from registry import health, metrics
+from registry.config import Config, parse_listen
 from registry.errors import internal_error_response, json_error
-from registry.middleware import HEADERS
+from registry.middleware import HEADERS, add_api_version
 
 log = logging.getLogger("hroot.registry")
 
@@ -138,10 +139,35 @@ async def _serve(
         shutdown_timeout=config.shutdown_timeout,
     )
     await server.setup()
+    operations: web.AppRunner | None = None
     try:
         await web.SockSite(server, sock, ssl_context=ssl_context).start()
         scheme = "http" if ssl_context is None else "https"
         log.info("serving %s on %s://%s", config.data.resolve(), scheme, config.listen)
+        if config.metrics_listen is not None:
+            operations = await _serve_operations(app, config.metrics_listen)
         await stop.wait()
     finally:
+        if operations is not None:  # first: its handlers use the app's threads
+            await operations.cleanup()
         await server.cleanup()
+
+
+async def _serve_operations(app: web.Application, listen: str) -> web.AppRunner:
+    """/metrics, /health and /ready of `app` on an address of their own, over plain HTTP,
+    as Distribution's debug server: a small app with nothing else, no log line per scrape.
+    An address that cannot be bound stops the server (exit status 1)."""
+    operations = web.Application()
+    operations.add_routes([*metrics.routes(app), *health.routes(app)])
+    operations.on_response_prepare.append(add_api_version)
+    runner = web.AppRunner(operations, access_log=None)
+    await runner.setup()
+    host, port = parse_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as e:
+        await runner.cleanup()
+        log.error("cannot listen on %s for /metrics, /health and /ready: %s", listen, e)
+        raise SystemExit(1) from None
+    log.info("serving /metrics, /health and /ready on http://%s", listen)
+    return runner
