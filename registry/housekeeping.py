@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -21,7 +23,20 @@ from registry.common import CONFIG, POOLS, STORE
 log = logging.getLogger("hroot.gc")
 
 
+@dataclass
+class GcRuns:
+    """What the server's gc runs came to, for its metrics."""
+
+    succeeded: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # all runs together
+
+
+GC_RUNS = web.AppKey("gc_runs", GcRuns)
+
+
 def setup(app: web.Application) -> None:
+    app[GC_RUNS] = GcRuns()
     if app[CONFIG].gc_interval > 0:
         app.cleanup_ctx.append(_collecting)
 
@@ -35,13 +50,17 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _every_interval(app: web.Application) -> None:
-    config, store, pools = app[CONFIG], app[STORE], app[POOLS]
+    config, store, pools, runs = app[CONFIG], app[STORE], app[POOLS], app[GC_RUNS]
     while True:
         await asyncio.sleep(config.gc_interval)
         log.info("gc started (expiry %g s)", config.gc_expiry)
+        started = time.monotonic()
         try:
             report = await pools.write(store.gc, config.gc_expiry, None, config.retention)
         except Exception:
+            runs.failed += 1
             log.exception("gc failed; the next run is in %g s", config.gc_interval)
         else:
+            runs.succeeded += 1
             log.info("gc %s", report.summary())
+        runs.seconds += time.monotonic() - started

@@ -7,8 +7,8 @@ the client got: requests by method, route and status, their latency, the bytes i
 and pushes, pulls and deletes. What is stored is measured when /metrics is asked for, in a
 thread of the reads pool, never on the event loop: the store's objects (counted again
 every SIZES_SECONDS at most: 60,000 loose objects take 0.14 s), the upload spools, a
-follower's lag. Commits, and the images a pull-through proxy stored, are heard
-from the store (Store.on_commit).
+follower's lag, git's maintenance runs and the server's gc runs. Commits, and the images
+a pull-through proxy stored, are heard from the store (Store.on_commit).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from registry.common import POOLS, STORE
 from registry.follow import FOLLOWER, Follower
+from registry.housekeeping import GC_RUNS, GcRuns
 from storage import Store
 from storage.types import Committed
 
@@ -127,10 +128,34 @@ class StoreCollector(Collector):
             return self._sizes[1]
 
 
+class UpkeepCollector(Collector):
+    """git's own maintenance runs and the server's gc runs, read when collected."""
+
+    def __init__(self, store: Store, gc_runs: GcRuns) -> None:
+        self._store = store
+        self._gc_runs = gc_runs
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "hroot_git_maintenance_runs",
+            "`git gc --auto` runs the store started after many commits or bytes",
+            self._store.maintenance_runs,
+        )
+        runs = CounterMetricFamily(
+            "hroot_gc_runs", "Runs of the server's periodic gc, by outcome", labels=["outcome"]
+        )
+        runs.add_metric(["succeeded"], self._gc_runs.succeeded)
+        runs.add_metric(["failed"], self._gc_runs.failed)
+        yield runs
+        yield CounterMetricFamily(
+            "hroot_gc_seconds", "Seconds the server's periodic gc runs took", self._gc_runs.seconds
+        )
+
+
 class Metrics:
     """The app's registry and the series the middleware and the store's listener move."""
 
-    def __init__(self, store: Store, follower: Follower | None) -> None:
+    def __init__(self, store: Store, follower: Follower | None, gc_runs: GcRuns) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "hroot_http_requests",
@@ -174,6 +199,7 @@ class Metrics:
             registry=registry,
         )
         registry.register(StoreCollector(store))
+        registry.register(UpkeepCollector(store, gc_runs))
         if follower is not None:
             lag = Gauge(
                 "hroot_follower_lag_seconds",
@@ -226,7 +252,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def setup(app: web.Application) -> None:
     """Measure `app`'s requests from outside every other middleware, and serve /metrics."""
-    app[METRICS] = metrics = Metrics(app[STORE], app.get(FOLLOWER))
+    app[METRICS] = metrics = Metrics(app[STORE], app.get(FOLLOWER), app[GC_RUNS])
     app[STORE].on_commit(metrics.committed)
     app.middlewares.insert(0, measure)
     app.router.add_routes(routes(app))

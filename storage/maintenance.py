@@ -37,6 +37,7 @@ class Maintenance:
         self._running = False
         self._lock = threading.Lock()
         self.run_lock = threading.Lock()
+        self.runs = 0  # `git gc --auto` runs started, for the registry's metrics
 
     def committed(self, count: int = 1, size: int = 0) -> None:
         """Count commits and the bytes of objects written; start `git gc --auto` after
@@ -64,6 +65,7 @@ class Maintenance:
                 self._running = False
             return
         settings = ["-c", "gc.auto=1"] if pack_loose else []
+        self.runs += 1
         try:
             done = subprocess.run(
                 ["git", "--git-dir", str(self._gitdir), *settings, "gc", "--auto", "--quiet"],

@@ -117,6 +117,11 @@ class Store:
         self._repo.close()
 
     # --- listings ---------------------------------------------------------
+    @property
+    def maintenance_runs(self) -> int:
+        """How many `git gc --auto` runs this store started since it opened."""
+        return self._maintenance.runs
+
     def on_commit(self, listener: Callable[[Committed], None]) -> None:
         """Call `listener` with each commit this store makes on a repository's branch, once
         the branch points past it, in the writing thread: it must be quick and not raise."""

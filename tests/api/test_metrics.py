@@ -156,3 +156,20 @@ async def test_a_followers_lag(make_api: Callable[..., Awaitable[Api]], tmp_path
         assert 0 <= lag < 5
     finally:
         primary.close()
+
+
+async def test_gc_and_git_maintenance_runs_are_counted(
+    make_api: Callable[..., Awaitable[Api]],
+) -> None:
+    api = await make_api(gc_interval=0.2)
+    samples = await scrape(api)
+    assert value(samples, "hroot_gc_runs_total", outcome="succeeded") == 0
+    assert value(samples, "hroot_git_maintenance_runs_total") == 0
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        samples = await scrape(api)
+        if value(samples, "hroot_gc_runs_total", outcome="succeeded") >= 1:
+            break
+    assert value(samples, "hroot_gc_runs_total", outcome="succeeded") >= 1
+    assert value(samples, "hroot_gc_runs_total", outcome="failed") == 0
+    assert value(samples, "hroot_gc_seconds_total") > 0
