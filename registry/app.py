@@ -14,6 +14,7 @@ from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
 from registry.logs import quiet_client_garbage
+from registry.logs import setup as setup_logs
 from registry.middleware import add_api_version, handle_errors, log_access
 from registry.pools import Pools
 from registry.routes import ROUTES
@@ -38,6 +39,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         if removed := store.remove_stale_locks():
             log.warning("removed %d stale ref lock file(s) left by a crash", removed)
     app[STORE] = store
+    setup_logs(app)
     auth.setup(app, config, store.path)
     if config.follow is not None:
         follow.setup(app)

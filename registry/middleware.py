@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from registry.auth.middleware import CALLER
 from registry.errors import http_error_response, internal_error_response, store_error_response
+from registry.logs import IN_FLIGHT, client_name, logged_path
 from storage.errors import RefBusy, StorageFull, StoreError
 
 log = logging.getLogger("hroot.registry")
@@ -61,25 +62,88 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 @web.middleware
 async def log_access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request, after its body has been streamed (handlers stream inside):
-    the client's address, its user, the request, the status, the time, the user agent."""
+    """One line per request, after its body has been streamed (handlers stream inside);
+    and the count of requests in flight, for the shutdown lines."""
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.begin()
     start = time.perf_counter()
-    outcome = "-"
+    response: web.StreamResponse | None = None
+    status: int | None = None
+    aborted: str | None = None
     try:
         response = await handler(request)
-        outcome = str(response.status)
+        status = response.status
         return response
+    except web.HTTPException as exc:  # a redirect or the like; aiohttp sends it
+        status = exc.status
+        raise
     except BaseException as exc:  # only a client gone mid-body or a cancelled handler get here
-        outcome = f"aborted ({type(exc).__name__})"
+        aborted = type(exc).__name__
         raise
     finally:
-        access_log.info(
-            '%s %s "%s %s" %s %.3fs "%s"',
-            request.remote,
-            request.get(CALLER, "-"),  # a Caller once authentication ran, "-" without it
-            request.method,
-            request.raw_path,
-            outcome,
-            time.perf_counter() - start,
-            request.headers.get("User-Agent", "-"),
-        )
+        in_flight.end()
+        if access_log.isEnabledFor(logging.INFO):
+            seconds = time.perf_counter() - start
+            _log_request(request, response, status, aborted, seconds)
+
+
+def _bytes_out(request: web.Request, response: web.StreamResponse | None) -> int:
+    """Bytes of the answer, as registry.metrics counts them: a streamed answer went out
+    through the request's writer (its head included); any other goes out after the
+    middlewares, as the body it holds (none for HEAD)."""
+    if response is None or response.prepared:
+        return request.writer.output_size
+    if request.method == "HEAD" or not isinstance(response, web.Response):
+        return 0
+    return response.content_length or 0
+
+
+def _log_request(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int | None,
+    aborted: str | None,
+    seconds: float,
+) -> None:
+    match = request.match_info
+    resource = match.route.resource
+    caller = request.get(CALLER)  # a Caller once authentication ran; none without it
+    user = str(caller) if caller is not None else None
+    path = logged_path(request.raw_path)
+    bytes_in = request.content.total_bytes  # the body's bytes, as they came in
+    bytes_out = _bytes_out(request, response)
+    client = client_name(request.headers.get("User-Agent"))
+    outcome = str(status) if aborted is None else f"aborted ({aborted})"
+    access_log.info(
+        '%s %s "%s %s" %s in=%d out=%d %.3fs %s',
+        request.remote,
+        user or "-",
+        request.method,
+        path,
+        outcome,
+        bytes_in,
+        bytes_out,
+        seconds,
+        client,
+        extra={
+            "fields": {
+                "event": "request",
+                "remote": request.remote,
+                "user": user,
+                "method": request.method,
+                "route": resource.canonical if resource is not None else None,
+                "path": path,
+                "repository": match.get("name"),
+                "reference": match.get("reference"),
+                "digest": match.get("digest")
+                or request.query.get("digest")
+                or request.query.get("mount"),
+                "status": status,
+                "aborted": aborted,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "seconds": round(seconds, 6),
+                "client": client,
+            }
+        },
+    )

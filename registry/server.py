@@ -25,6 +25,7 @@ from aiohttp.web_request import BaseRequest
 from registry import health, metrics
 from registry.config import Config, parse_listen
 from registry.errors import internal_error_response, json_error
+from registry.logs import log_start, log_stopped, log_stopping
 from registry.middleware import HEADERS, add_api_version
 
 log = logging.getLogger("hroot.registry")
@@ -129,7 +130,7 @@ async def _serve(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _stop, app, signal.Signals(signum), stop, config)
     server = Runner(
         app,
         max_line_size=config.max_header_size,
@@ -143,7 +144,7 @@ async def _serve(
     try:
         await web.SockSite(server, sock, ssl_context=ssl_context).start()
         scheme = "http" if ssl_context is None else "https"
-        log.info("serving %s on %s://%s", config.data.resolve(), scheme, config.listen)
+        log_start(config, scheme)
         if config.metrics_listen is not None:
             operations = await _serve_operations(app, config.metrics_listen)
         await stop.wait()
@@ -151,6 +152,16 @@ async def _serve(
         if operations is not None:  # first: its handlers use the app's threads
             await operations.cleanup()
         await server.cleanup()
+    log_stopped(app)
+
+
+def _stop(
+    app: web.Application, signum: signal.Signals, stop: asyncio.Event, config: Config
+) -> None:
+    """The first SIGINT or SIGTERM: say so, with the requests in flight, and stop serving."""
+    if not stop.is_set():
+        log_stopping(app, signum.name, config.shutdown_timeout)
+        stop.set()
 
 
 async def _serve_operations(app: web.Application, listen: str) -> web.AppRunner:

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         auth.check_files(config)
     except ConfigError as e:
         args.parser.exit(2, f"hroot: {e}\n")
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     ssl_context: ssl.SSLContext | None = None
     if config.tls_cert is not None and config.tls_key is not None:
         try:
