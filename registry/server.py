@@ -30,6 +30,7 @@ from registry.middleware import HEADERS, add_api_version
 
 log = logging.getLogger("hroot.registry")
 
+FLUSH_SECONDS = 5.0  # what closed connections get at exit to send what they buffered
 # aiohttp's message for too many header fields, the same from its C and Python parsers;
 # for a line over the limit it raises LineTooLong without saying which line it was.
 TOO_MANY_HEADERS = "Too many headers received"
@@ -151,8 +152,22 @@ async def _serve(
     finally:
         if operations is not None:  # first: its handlers use the app's threads
             await operations.cleanup()
+        transports = [c.transport for c in server.server.connections] if server.server else []
         await server.cleanup()
+        await _flushed([t for t in transports if t is not None])
     log_stopped(app)
+
+
+async def _flushed(transports: list[asyncio.BaseTransport], limit: float = FLUSH_SECONDS) -> None:
+    """Wait (at most `limit` seconds) until the closed connections have sent what they
+    still buffered: the loop ends with the process, and with it an answer's last bytes."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while any(_buffered(t) for t in transports) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def _buffered(transport: asyncio.BaseTransport) -> bool:
+    return isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0
 
 
 def _stop(
