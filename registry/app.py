@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import events, follow, health, housekeeping, limits, metrics, proxy
+from registry import events, follow, health, housekeeping, limits, metrics, proxy, ui
 from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
@@ -49,6 +49,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     events.setup(app)
     metrics.setup(app)  # after follow: it reports a follower's lag
     health.setup(app)
+    ui.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)
     app.on_response_prepare.append(add_api_version)
     app.add_routes(ROUTES)

@@ -1,0 +1,215 @@
+"""What the pages read from the store: blocking, run in the read pool, each one page's
+worth of the store's own queries (`usage`, `tags`, `image`, `get_manifest`), so that a
+page costs its rows and not the registry's size."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from registry.ui import git
+from storage import Store, manifests
+from storage.errors import BlobUnknown, StoreError
+from storage.history import Image, RepositoryUsage, Usage
+
+log = logging.getLogger("hroot.ui")
+_MAX_CONFIG = 1 << 20  # a config bigger than this is not read for its platform
+
+
+@dataclass(frozen=True)
+class RepositoryRow:
+    name: str
+    tags: int
+    usage: RepositoryUsage | None  # as of the last `hroot ls` count, None before one
+
+
+@dataclass(frozen=True)
+class RepositoriesPage:
+    rows: list[RepositoryRow]
+    next: str | None  # the `last` of the next page, if there is one
+
+
+def repositories(
+    store: Store, visible: list[str], n: int, last: str | None, usage: Usage | None
+) -> RepositoriesPage:
+    """The page of `visible` (sorted names the caller may see) after `last`, each with its
+    tag count now and what `usage` (a recent `store.usage()`) says of its bytes."""
+    start = bisect_right(visible, last) if last is not None else 0
+    names = visible[start : start + n]
+    counted = {row.repository: row for row in usage.repositories} if usage else {}
+    rows = [RepositoryRow(name, _tag_count(store, name), counted.get(name)) for name in names]
+    more = start + n < len(visible)
+    return RepositoriesPage(rows, names[-1] if more and names else None)
+
+
+def _tag_count(store: Store, name: str) -> int:
+    try:
+        return len(store.tags(name))
+    except StoreError:  # removed since it was listed
+        return 0
+
+
+class Sizes:
+    """`hroot ls`'s figures for the repository list, counted in the background: unique and
+    shared bytes need every repository's tip (seconds for 2,000 of them), more than a
+    page may take. A page shows the last count and starts the next one when that is
+    older than REFRESH seconds."""
+
+    REFRESH = 60.0
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.counted: datetime | None = None  # when the count began
+        self._running: asyncio.Future[None] | None = None
+
+    def refresh(self, count: Callable[[], Awaitable[Usage]]) -> None:
+        """Start `count` unless one runs or the last is recent."""
+        now = datetime.now(UTC)
+        if self._running is not None and not self._running.done():
+            return
+        if self.counted is not None and (now - self.counted).total_seconds() < self.REFRESH:
+            return
+        self._running = asyncio.ensure_future(self._count(count, now))
+
+    async def _count(self, count: Callable[[], Awaitable[Usage]], began: datetime) -> None:
+        try:
+            self.usage = await count()
+        except Exception:  # a page without sizes is no failure; the next view tries again
+            log.exception("counting the repositories' sizes failed")
+            return
+        self.counted = began
+
+    async def wait(self) -> None:
+        """For tests and shutdown: until a count under way has ended."""
+        if self._running is not None:
+            await asyncio.shield(self._running)
+
+
+@dataclass(frozen=True)
+class TagRow:
+    tag: str
+    digest: str
+    size: int  # config and layers; of an index, those of every image it lists
+    platforms: list[str]
+    pushed: datetime | None  # the newest push of its manifest
+
+
+@dataclass(frozen=True)
+class TagsPage:
+    total: int  # tags of the repository
+    rows: list[TagRow]
+    next: str | None
+
+
+def tags(store: Store, pushes: git.Pushes, name: str, n: int, last: str | None) -> TagsPage:
+    """One page of a repository's tags, each with its image in brief. `store.image` would
+    look for each image's push on its own, a walk of the history per tag; here one walk
+    (git.Pushes, kept while the branch stays) serves every row."""
+    every = store.tags(name)
+    start = bisect_right(every, last) if last is not None else 0
+    page = every[start : start + n]
+    times = pushes.times(store.path, name) if page else {}
+    rows = [_tag_row(store, name, tag, times) for tag in page]
+    more = start + n < len(every)
+    return TagsPage(len(every), rows, page[-1] if more and page else None)
+
+
+def _tag_row(store: Store, name: str, tag: str, times: dict[str, datetime]) -> TagRow:
+    found = store.get_manifest(name, tag)
+    document = _json(found.body)
+    children = _descriptors(document, "manifests")
+    if children:
+        platforms = [p for child in children if (p := manifests.platform(child.get("platform")))]
+        size = sum(_own_size(_child(store, name, child)) for child in children)
+    else:
+        platforms = [p] if (p := _platform(store, name, document)) else []
+        size = _own_size(document)
+    return TagRow(tag, found.digest, size, platforms, times.get(found.digest))
+
+
+def _child(store: Store, name: str, descriptor: dict[str, Any]) -> dict[str, Any]:
+    """An image an index lists, or {} when the repository lacks it."""
+    try:
+        return _json(store.get_manifest(name, str(descriptor.get("digest"))).body)
+    except StoreError:
+        return {}
+
+
+def _platform(store: Store, name: str, image: dict[str, Any]) -> str | None:
+    """os/arch[/variant] as the image's config says it."""
+    config = image.get("config")
+    if not isinstance(config, dict):
+        return None
+    try:
+        with closing(store.open_blob(name, str(config.get("digest")))) as blob:
+            if blob.size > _MAX_CONFIG:
+                return None
+            body = bytearray()
+            while chunk := blob.read(_MAX_CONFIG):
+                body += chunk
+            return manifests.platform(_json(bytes(body)))
+    except StoreError:
+        return None
+
+
+def _own_size(image: dict[str, Any]) -> int:
+    """Bytes of an image's config and layers, as the descriptors say them."""
+    config = image.get("config")
+    parts = ([config] if isinstance(config, dict) else []) + _descriptors(image, "layers")
+    return sum(size for part in parts if isinstance(size := part.get("size"), int))
+
+
+def _descriptors(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = document.get(key)
+    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+@dataclass(frozen=True)
+class ImagePage:
+    image: Image
+    manifest: str  # pretty-printed when it is JSON
+    shared: dict[str, list[str]]  # layer digest -> the other visible repositories holding it
+
+
+def image(store: Store, name: str, reference: str, others: list[str]) -> ImagePage:
+    """An image as `hroot show` reads it, its manifest, and which of `others` (the
+    repositories the caller may see) hold each of its layers. Layers are not read (a
+    page must not decompress gigabytes), so uncompressed sizes are left out."""
+    found = store.image(name, reference, inspect_layers=False)
+    body = store.get_manifest(name, found.digest).body
+    try:
+        manifest = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        manifest = body.decode(errors="replace")
+    digests = list(dict.fromkeys(layer.digest for layer in found.layers))
+    shared: dict[str, list[str]] = {digest: [] for digest in digests}
+    for other in others:
+        if other == name:
+            continue
+        for digest in digests:
+            if _holds(store, other, digest):
+                shared[digest].append(other)
+    return ImagePage(found, manifest, shared)
+
+
+def _holds(store: Store, name: str, digest: str) -> bool:
+    try:
+        store.stat_blob(name, digest)
+    except BlobUnknown:
+        return False
+    return True
