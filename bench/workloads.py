@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+from bench import webpages
 from bench.clients import ClientError, RegistryClient, registry_client, skopeo_copy
 from bench.images import Image, Layer, Layout, manifest_json
 from bench.report import human_bytes
@@ -348,6 +349,14 @@ class ManyTagsAndRepositories(Workload):
             "tags list (s)": listed - first,
             "paged catalog (s)": paged - listed,
         }
+        if isinstance(server, Hroot):  # the web pages (registry.ui): hroot's alone
+            metrics |= await webpages.page_times(
+                server.url,
+                self.repo,
+                f"bench/r{self.repositories // 2:05d}",
+                f"t{self.tags // 2:05d}",
+                f"t{self.tags - 1:05d}",
+            )
         if number == self.rounds - 1:  # last: the other rounds time the unpacked registry
             metrics["gc, server stopped (s)"] = await server.collect(untagged=True)
         return metrics
