@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,13 @@ import zstandard
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
-from storage import layout, lineage, manifests, objects
+from storage import layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.index import TAG_ANNOTATION, Index
 from storage.layout import ObjectCache
 from storage.manifests import INDEX_TYPES, load_json
+from storage.pushes import Pushed
 from storage.types import Manifest
 
 # `Base-Image: repo@digest`, or for one platform of an index `repo@digest (os/arch[/variant])`
@@ -112,14 +113,6 @@ class Layer:
     size: int
     uncompressed_size: int | None  # None when not measured, or not stored here
     shared_with: list[str]  # other repositories whose tip holds this layer
-
-
-@dataclass(frozen=True)
-class Pushed:
-    """The commit that pushed a manifest."""
-
-    commit: str
-    time: datetime
 
 
 @dataclass(frozen=True)
@@ -280,6 +273,7 @@ class Reads:
     repositories: Callable[[], list[str]]
     get_manifest: Callable[[str, str], Manifest]
     size: Callable[[bytes], int]
+    pushes: Callable[[str, bytes], Mapping[str, Pushed]]  # (repo, tip) -> storage.pushes
 
 
 class History:
@@ -395,7 +389,7 @@ class History:
         config = None if stored.is_index else self._config_summary(tree, stored)
         children = self._children(tree, stored) if stored.is_index else []
         layers = [self._layer(repo, tree, d, inspect_layers) for d in stored.layers]
-        pushed = self._pushed(tip, stored.digest) if tip is not None else None
+        pushed = self._reads.pushes(repo, tip).get(stored.digest) if tip is not None else None
         return Image(
             repository=repo,
             reference=reference,
@@ -415,8 +409,8 @@ class History:
             config=config,
             layers=layers,
             children=children,
-            pushed=Pushed(pushed[0].decode(), _time(pushed[1])) if pushed else None,
-            bases=_bases(_message(pushed[1])[1]) if pushed else [],
+            pushed=pushed,
+            bases=_bases(_message(self._objects[pushed.commit.encode()])[1]) if pushed else [],
         )
 
     def _child_for(self, tree: bytes | None, stored: _Stored, platform: str) -> _Stored:
@@ -487,11 +481,6 @@ class History:
                 return total
             except (OSError, EOFError, zlib.error, zstandard.ZstdError):
                 return None
-
-    def _pushed(self, tip: bytes, digest: str) -> tuple[bytes, Commit] | None:
-        """The newest commit of the branch that pushed `digest`, and what it says."""
-        oid = lineage.pushed_by(self._objects, tip, digest)
-        return (oid, self._objects[oid]) if oid is not None else None
 
     # ls
     def usage(self) -> Usage:

@@ -17,7 +17,6 @@ commits update the index directly, since it knows what they did.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,14 +65,13 @@ class Edit:
     layers: list[Digest] | None  # the manifest pushed, or None: it was removed
 
 
-def pushed_by(
-    objects: DiskObjectStore, tip: bytes, digest: str, depth: int | None = None
-) -> bytes | None:
+def pushed_by(objects: DiskObjectStore, tip: bytes, digest: str, depth: int) -> bytes | None:
     """The newest commit from `tip` back, first parents only (at most `depth` of them),
-    whose message pushed `digest` (docs/format.md §4); None if none did."""
+    whose message pushed `digest` (docs/format.md §4); None if none did. A bounded search
+    a push can afford; a whole branch's pushes are storage.pushes' index."""
     trailer = f"\nManifest-Digest: {digest}\n".encode()
     commit: bytes | None = tip
-    for _ in itertools.count() if depth is None else range(depth):
+    for _ in range(depth):
         if commit is None:
             break
         parsed = objects[commit]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -26,6 +26,7 @@ from storage import (
     manifests,
     names,
     objects,
+    pushes,
     refs,
     repository,
     retention,
@@ -96,6 +97,7 @@ class Store:
         self._writer = commits.Writer(
             self._objects, self._refs, self._cache, self._tip, self._lineage, maintenance
         )
+        self._pushes = pushes.PushIndex(self.path)
 
     @classmethod
     def open(cls, path: str | Path, create: bool = True, gc_every: int = GC_EVERY) -> Store:
@@ -612,12 +614,21 @@ class Store:
                 self.repositories,
                 self.get_manifest,
                 self._size,
+                self._pushes.of,
             )
         )
 
     def log(self, repo: str, limit: int | None = None) -> Iterator[history.LogEntry]:
         """repo's own history, newest first, read as it is iterated; NameUnknown if none."""
         return self._history().log(repo, limit)
+
+    def pushes(self, repo: str) -> Mapping[str, history.Pushed]:
+        """Each manifest digest repo's own (first-parent) history pushed -> its newest push:
+        one `git log` per branch, kept and extended as the branch grows (storage.pushes);
+        NameUnknown if repo has no branch."""
+        tip, _ = self._tip(repo, must_exist=True)
+        assert tip is not None
+        return self._pushes.of(repo, tip)
 
     def image(
         self,

@@ -12,14 +12,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.middleware import handle_errors
-from registry.ui import git, pages, reads
+from registry.ui import pages, reads
 
 
 def setup(app: web.Application) -> None:
     """Add the pages' routes, and their error pages around the API's error handling (so
     that a refused login or an unknown page under /ui/ answers in HTML)."""
     app[pages.TEMPLATES] = pages.environment()
-    app[pages.PUSHES] = git.Pushes()
     app[pages.SIZES] = reads.Sizes()
     app.middlewares.insert(app.middlewares.index(handle_errors), pages.html_errors)
     app.add_routes(pages.ROUTES)

@@ -1,17 +1,15 @@
-"""What the pages read with `git log`: a repository's first-parent commits and what their
-trailers say (docs/format.md §4), for the history graph and the tags' push times.
+"""What the history page reads with `git log`: a repository's first-parent commits and what
+their trailers say (docs/format.md §4), for the graph.
 
 The store's own `log` reads each commit's index.json to tell which tags moved, which costs
-a page of a 10,000-tag repository seconds; the trailers say enough for a graph and a push
-time, and git walks 10,000 commits in a fifth of a second. Blocking: run in the read pool.
+a page of a 10,000-tag repository seconds; the trailers say enough for a graph, and git
+walks 10,000 commits in a fifth of a second. Blocking: run in the read pool.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +23,6 @@ _FIELDS = "%H%x00%P%x00%ct%x00%s%x00" + "%x00".join(
     for key in ("Manifest-Digest", "Tag", "Previous-Digest", "Base-Image")
 )
 _RECORD = "\x1e"
-_CACHED_REPOSITORIES = 32  # push times kept for this many repositories (10,000 tags: 1 MB)
 
 
 @dataclass(frozen=True)
@@ -59,36 +56,6 @@ def commits(data: Path, name: str, skip: int, n: int) -> list[Commit]:
 def tip(data: Path, name: str) -> str | None:
     found = _git(data, "rev-parse", "--verify", "--quiet", names.branch_ref(name).decode())
     return found.strip() or None
-
-
-class Pushes:
-    """When each manifest of a repository was last pushed: the newest commit whose
-    Manifest-Digest names it, for a whole page of tags at once. Read in one walk of the
-    history and kept while the branch's tip stays where it was."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: OrderedDict[str, tuple[str, dict[str, datetime]]] = OrderedDict()
-
-    def times(self, data: Path, name: str) -> dict[str, datetime]:
-        """digest -> when it was pushed, of the repository's history as it is now."""
-        now = tip(data, name)
-        if now is None:
-            return {}
-        with self._lock:
-            known = self._known.get(name)
-        if known is not None and known[0] == now:
-            return known[1]
-        pushed: dict[str, datetime] = {}
-        for commit in _log(data, now):
-            if commit.action == "push" and commit.digest is not None:
-                pushed.setdefault(commit.digest, commit.time)
-        with self._lock:
-            self._known[name] = (now, pushed)
-            self._known.move_to_end(name)
-            while len(self._known) > _CACHED_REPOSITORIES:
-                self._known.popitem(last=False)
-        return pushed
 
 
 def _log(data: Path, start: str, *flags: str) -> list[Commit]:

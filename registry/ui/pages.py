@@ -20,7 +20,6 @@ from registry.ui import git, graph, reads
 from storage.errors import NameUnknown, Unsupported
 
 TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
-PUSHES = web.AppKey("ui_pushes", git.Pushes)
 SIZES = web.AppKey("ui_sizes", reads.Sizes)
 PREFIX = "/ui/"
 PAGE = 100  # rows of a page when `n` does not say
@@ -122,8 +121,7 @@ async def repository(request: web.Request) -> web.Response:
     name = _visible(request)
     n = _page_size(request, PAGE)
     last = request.query.get("last") or None
-    pushes = request.app[PUSHES]
-    found = await blocking(request, reads.tags, store(request), pushes, name, n, last)
+    found = await blocking(request, reads.tags, store(request), name, n, last)
     return render(request, "repository.html", name=name, page=found, n=n)
 
 

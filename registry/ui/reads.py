@@ -8,16 +8,15 @@ import asyncio
 import json
 import logging
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from registry.ui import git
 from storage import Store, manifests
 from storage.errors import BlobUnknown, StoreError
-from storage.history import Image, RepositoryUsage, Usage
+from storage.history import Image, Pushed, RepositoryUsage, Usage
 
 log = logging.getLogger("hroot.ui")
 _MAX_CONFIG = 1 << 20  # a config bigger than this is not read for its platform
@@ -108,20 +107,19 @@ class TagsPage:
     next: str | None
 
 
-def tags(store: Store, pushes: git.Pushes, name: str, n: int, last: str | None) -> TagsPage:
-    """One page of a repository's tags, each with its image in brief. `store.image` would
-    look for each image's push on its own, a walk of the history per tag; here one walk
-    (git.Pushes, kept while the branch stays) serves every row."""
+def tags(store: Store, name: str, n: int, last: str | None) -> TagsPage:
+    """One page of a repository's tags, each with its image in brief and when it was
+    pushed, from the store's push index (one `git log` per branch tip, not one per row)."""
     every = store.tags(name)
     start = bisect_right(every, last) if last is not None else 0
     page = every[start : start + n]
-    times = pushes.times(store.path, name) if page else {}
-    rows = [_tag_row(store, name, tag, times) for tag in page]
+    pushes = store.pushes(name) if page else {}
+    rows = [_tag_row(store, name, tag, pushes) for tag in page]
     more = start + n < len(every)
     return TagsPage(len(every), rows, page[-1] if more and page else None)
 
 
-def _tag_row(store: Store, name: str, tag: str, times: dict[str, datetime]) -> TagRow:
+def _tag_row(store: Store, name: str, tag: str, pushes: Mapping[str, Pushed]) -> TagRow:
     found = store.get_manifest(name, tag)
     document = _json(found.body)
     children = _descriptors(document, "manifests")
@@ -131,7 +129,8 @@ def _tag_row(store: Store, name: str, tag: str, times: dict[str, datetime]) -> T
     else:
         platforms = [p] if (p := _platform(store, name, document)) else []
         size = _own_size(document)
-    return TagRow(tag, found.digest, size, platforms, times.get(found.digest))
+    pushed = pushes.get(found.digest)
+    return TagRow(tag, found.digest, size, platforms, pushed.time if pushed else None)
 
 
 def _child(store: Store, name: str, descriptor: dict[str, Any]) -> dict[str, Any]:
