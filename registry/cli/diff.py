@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from registry.cli.common import add_data_option, add_json_option, print_json
-from registry.cli.display import image_reference, jsonable, reading, signed_size, size, value
-from storage.history import ConfigDiff, ImageDiff, ImageName, LayerSize
+from registry.cli.display import image_reference, jsonable, reading
+from registry.formats import config_lines, signed_size, size
+from storage.history import ImageDiff, ImageName, LayerSize
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def _print(found: ImageDiff) -> None:
     _layers("removed", found.layers.removed)
     _layers("added", found.layers.added)
     print("\nconfig")
-    lines = _config_lines(found.config)
+    lines = config_lines(found.config)
     for line in lines or ["unchanged"]:
         print(f"  {line}")
     print("\nsize")
@@ -64,22 +65,3 @@ def _name(image: ImageName) -> str:
 def _layers(what: str, layers: list[LayerSize]) -> None:
     for layer in layers:
         print(f"  {what:<8} {layer.digest}  {size(layer.size):>9}")
-
-
-def _config_lines(config: ConfigDiff) -> list[str]:
-    lines = [
-        f"{name.replace('_', ' ')}: {value(change.old)} -> {value(change.new)}"
-        for name, change in config.changed.items()
-    ]
-    lines += [f"env added: {item}" for item in config.env.added]
-    lines += [f"env removed: {item}" for item in config.env.removed]
-    lines += [f"port added: {item}" for item in config.exposed_ports.added]
-    lines += [f"port removed: {item}" for item in config.exposed_ports.removed]
-    labels = config.labels
-    lines += [f"label added: {key}={text}" for key, text in labels.added.items()]
-    lines += [f"label removed: {key}={text}" for key, text in labels.removed.items()]
-    lines += [
-        f"label changed: {key}: {change.old} -> {change.new}"
-        for key, change in labels.changed.items()
-    ]
-    return lines

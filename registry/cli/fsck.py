@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from registry.cli.common import add_data_option, add_json_option, open_store, print_json
-from registry.cli.display import size
+from registry.formats import size
 from storage import fsck
 
 

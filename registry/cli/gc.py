@@ -21,7 +21,7 @@ from registry.cli.common import (
     positive,
     print_json,
 )
-from registry.cli.display import size
+from registry.formats import size
 from storage import gc
 from storage.retention import Dropped, Rules
 

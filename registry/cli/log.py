@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Iterable
 
 from registry.cli.common import add_data_option, add_json_option, positive, print_json
-from registry.cli.display import jsonable, reading, short, size, when
+from registry.cli.display import jsonable, reading
+from registry.formats import short, size, when
 from storage.history import LogEntry, TagChange
 
 

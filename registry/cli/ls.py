@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from registry.cli.common import add_data_option, add_json_option, print_json
-from registry.cli.display import jsonable, reading, size
+from registry.cli.display import jsonable, reading
+from registry.formats import size
 from storage.history import Usage
 
 _HEADINGS = ("REPOSITORY", "TAGS", "MANIFESTS", "SIZE", "UNIQUE", "SHARED")

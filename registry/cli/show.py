@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from registry.cli.common import add_data_option, add_json_option, print_json
-from registry.cli.display import image_reference, jsonable, reading, size, value, when
+from registry.cli.display import image_reference, jsonable, reading
+from registry.formats import size, value, when
 from storage.history import ConfigSummary, Image
 
 

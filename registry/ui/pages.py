@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from registry.auth.middleware import may, shown
 from registry.common import blocking, store
 from registry.errors import PaginationNumberInvalid
+from registry.formats import config_lines, short, signed_size, size, value, when
 from registry.paging import NUMBER, page_size
 from registry.ui import git, graph, reads
 from storage.errors import NameUnknown, Unsupported
@@ -27,11 +28,7 @@ HISTORY_PAGE = 50  # commits of a history page: each is a row of the graph
 
 
 def environment() -> jinja2.Environment:
-    """The templates, autoescaped whatever their name, with the command line's formats
-    (imported here: registry.cli imports the app, which imports this package)."""
-    from registry.cli.diff import _config_lines
-    from registry.cli.display import short, signed_size, size, value, when
-
+    """The templates, autoescaped whatever their name, with the command line's formats."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("registry.ui", "templates"),
         autoescape=True,
@@ -40,7 +37,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(size=size, signed_size=signed_size, short=short, when=when, value=value)
-    env.globals["config_lines"] = _config_lines  # what `hroot diff` says of two configs
+    env.globals["config_lines"] = config_lines  # what `hroot diff` says of two configs
     return env
 
 
