@@ -111,6 +111,12 @@ class StorageFull(StoreError):
     message = "no space left on the registry's disk"
 
 
+class GitFailed(StoreError):
+    """A git command the store runs (gc, repack, log) failed; the message says how."""
+
+    message = "git failed"
+
+
 class RefBusy(StoreError):
     """Another writer held a repository's ref lock for longer than a write waits for it
     (storage.refs.LOCK_WAIT_SECONDS): nothing was written; the client may try again."""

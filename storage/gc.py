@@ -44,7 +44,7 @@ from dulwich.objects import Tree
 from dulwich.refs import DiskRefsContainer
 
 from storage import names, refs
-from storage.errors import StoreError
+from storage.errors import GitFailed, StoreError
 from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
 
@@ -351,10 +351,6 @@ def ref_mtime(gitdir: Path, ref: bytes) -> float:
     ref that of packed-refs (written after the ref's value)."""
     loose = gitdir / ref.decode()
     return _mtime(loose if loose.exists() else gitdir / "packed-refs")
-
-
-class GitFailed(StoreError):
-    message = "git failed"
 
 
 def _git_beside_git(gitdir: Path, *args: str, attempts: int = 5) -> str:

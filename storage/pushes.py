@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.errors import StoreError
+from storage.errors import GitFailed
 
 _FORMAT = "%H%x00%P%x00%ct%x00%s%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x01)%x1e"
 _KEPT = 32  # branches whose index is kept (10,000 pushes: about 2 MB)
@@ -32,10 +32,6 @@ class Pushed:
 
     commit: str
     time: datetime
-
-
-class PushIndexFailed(StoreError):
-    message = "git log failed"
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class PushIndex:
             text=True,
         )
         if done.returncode != 0:
-            raise PushIndexFailed(message=f"git log failed: {done.stderr.strip()}")
+            raise GitFailed(message=f"git log failed: {done.stderr.strip()}")
         return [_record(text) for text in done.stdout.split("\x1e") if text.strip("\n")]
 
 
