@@ -18,7 +18,7 @@ from dulwich.objects import parse_tree
 
 from storage.digests import Digest
 from storage.index import Index
-from storage.objects import ObjectBatch
+from storage.objects import ObjectBatch, read_named
 
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
@@ -107,14 +107,14 @@ class ObjectCache:
         self._lock = threading.Lock()
 
     def tree(self, oid: bytes) -> GitTree:
-        return self.get("tree", oid, lambda: GitTree.parse(self._objects.get_raw(oid)[1]), len)
+        return self.get("tree", oid, lambda: GitTree.parse(read_named(self._objects, oid)[1]), len)
 
     def raw(self, oid: bytes) -> bytes:
         """A small object's bytes, cached (a manifest is read by every pull of it)."""
         return self.get("raw", oid, lambda: self.raw_uncached(oid), _bytes_cost)
 
     def raw_uncached(self, oid: bytes) -> bytes:
-        return self._objects[oid].as_raw_string()
+        return read_named(self._objects, oid)[1]
 
     def get(
         self, kind: str, oid: bytes, load: Callable[[], Any], cost: Callable[[Any], int] = len

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from storage import (
@@ -504,7 +506,7 @@ class Store:
         return commit, self._tree_of(commit)
 
     def _tree_of(self, commit: bytes) -> bytes:
-        return self._cache.get("commit", commit, lambda: self._objects[commit].tree, _one)
+        return self._cache.get("commit", commit, lambda: _commit_tree(self._objects, commit), _one)
 
     def _staged(self, repo: str) -> bytes | None:
         return refs.read(self._refs, names.staging_ref(repo))
@@ -653,6 +655,11 @@ class Store:
     def usage(self) -> history.Usage:
         """Each repository's tags, manifests and bytes, unique to it or shared."""
         return self._history().usage()
+
+
+def _commit_tree(store: DiskObjectStore, commit: bytes) -> bytes:
+    """The tree of `commit`, which a ref names (objects.read_named)."""
+    return Commit.from_raw_string(*objects.read_named(store, commit), sha=commit).tree
 
 
 def _page(items: list[str], n: int | None, last: str | None) -> list[str]:
