@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from registry.tables import tables
+
 ACTIONS = ("pull", "push", "delete")
 EVERYONE = "*"  # in a grant's users: every authenticated user
 
@@ -92,14 +94,8 @@ def parse_groups(value: Any) -> dict[str, tuple[str, ...]]:
 
 def parse_grants(value: Any) -> tuple[Grant, ...]:
     """`[[access]]` tables: names and actions, and users and/or groups."""
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError("it must be a list of tables ([[access]])")
     grants = []
-    for n, table in enumerate(value, 1):
-        where = f"grant {n}"
-        unknown = set(table) - {"names", "actions", "users", "groups"}
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for where, table in tables(value, "access", "grant", {"names", "actions", "users", "groups"}):
         if "names" not in table or "actions" not in table:
             raise ValueError(f"{where}: names and actions are required")
         actions = set(_strings(table["actions"], f"{where}: actions"))

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from registry.tables import tables
+
 DEFAULT_TTL = 300.0  # seconds a tag is served before upstream is asked again
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 DOCKER_HUB = "https://registry-1.docker.io"
@@ -70,14 +72,13 @@ def parse_url(value: Any) -> str:
 def parse_upstreams(value: Any) -> tuple[Upstream, ...]:
     """`[[upstream]]` tables: url, and optionally prefix, username, password or
     password_file, ttl (seconds)."""
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError("it must be a list of tables ([[upstream]])")
     upstreams = []
-    for n, table in enumerate(value, 1):
-        where = f"upstream {n}"
-        unknown = set(table) - {"url", "prefix", "username", "password", "password_file", "ttl"}
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for where, table in tables(
+        value,
+        "upstream",
+        "upstream",
+        {"url", "prefix", "username", "password", "password_file", "ttl"},
+    ):
         try:
             url = parse_url(table.get("url"))
         except ValueError as e:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from registry.tables import tables
+
 ACTIONS = ("push", "pull", "delete")
 
 
@@ -30,14 +32,10 @@ class Webhook:
 
 def parse_webhooks(value: Any) -> tuple[Webhook, ...]:
     """`[[webhook]]` tables: url, and optionally headers (a table), timeout, actions."""
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError("it must be a list of tables ([[webhook]])")
     webhooks = []
-    for n, table in enumerate(value, 1):
-        where = f"webhook {n}"
-        unknown = set(table) - {"url", "headers", "timeout", "actions"}
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for where, table in tables(
+        value, "webhook", "webhook", {"url", "headers", "timeout", "actions"}
+    ):
         url = table.get("url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{where}: url must be an http(s) URL")
