@@ -232,6 +232,15 @@ class _Stored:
     body_size: int
     document: dict[str, Any]
 
+    @classmethod
+    def of(cls, manifest: Manifest) -> _Stored:
+        return cls(
+            manifest.digest,
+            manifest.media_type,
+            len(manifest.body),
+            _json_object(manifest.body) or {},
+        )
+
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
@@ -365,6 +374,12 @@ class History:
         platforms = [config.platform] if config and config.platform else []
         return Summary(stored.digest, stored.media_type, stored.own_size(), platforms)
 
+    def summary(self, repo: str, reference: str) -> Summary:
+        """Manifest `reference` (a tag or digest) of repo in brief: what `hroot log` says of
+        the image a commit names, and a page's row of a tag."""
+        _, tree = self._reads.tip(repo, must_exist=True)
+        return self._summary(tree, _Stored.of(self._reads.get_manifest(repo, reference)))
+
     # show
     def image(
         self, repo: str, reference: str, platform: str | None = None, inspect_layers: bool = True
@@ -378,12 +393,7 @@ class History:
             sep = "@" if ":" in reference else ":"
             raise ManifestUnknown(f"{repo}{sep}{reference}") from None
         tip, tree = self._reads.tip(repo, must_exist=True)
-        stored = _Stored(
-            manifest.digest,
-            manifest.media_type,
-            len(manifest.body),
-            _json_object(manifest.body) or {},
-        )
+        stored = _Stored.of(manifest)
         if platform is not None:
             stored = self._child_for(tree, stored, platform)
         config = None if stored.is_index else self._config_summary(tree, stored)

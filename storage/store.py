@@ -642,6 +642,10 @@ class Store:
         """One manifest in detail (`hroot show`); with `platform`, that child of an index."""
         return self._history().image(repo, reference, platform, inspect_layers)
 
+    def summary(self, repo: str, reference: str) -> history.Summary:
+        """Manifest `reference` of repo in brief: digest, media type, size, platforms."""
+        return self._history().summary(repo, reference)
+
     def diff(
         self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
     ) -> history.ImageDiff:

@@ -9,17 +9,14 @@ import json
 import logging
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from storage import Store, manifests
+from storage import Store
 from storage.errors import BlobUnknown, StoreError
-from storage.history import Image, Pushed, RepositoryUsage, Usage
+from storage.history import Image, Pushed, RepositoryUsage, Summary, Usage
 
 log = logging.getLogger("hroot.ui")
-_MAX_CONFIG = 1 << 20  # a config bigger than this is not read for its platform
 
 
 @dataclass(frozen=True)
@@ -94,9 +91,7 @@ class Sizes:
 @dataclass(frozen=True)
 class TagRow:
     tag: str
-    digest: str
-    size: int  # config and layers; of an index, those of every image it lists
-    platforms: list[str]
+    image: Summary  # digest, size (of an index, of every image it lists), platforms
     pushed: datetime | None  # the newest push of its manifest
 
 
@@ -120,62 +115,9 @@ def tags(store: Store, name: str, n: int, last: str | None) -> TagsPage:
 
 
 def _tag_row(store: Store, name: str, tag: str, pushes: Mapping[str, Pushed]) -> TagRow:
-    found = store.get_manifest(name, tag)
-    document = _json(found.body)
-    children = _descriptors(document, "manifests")
-    if children:
-        platforms = [p for child in children if (p := manifests.platform(child.get("platform")))]
-        size = sum(_own_size(_child(store, name, child)) for child in children)
-    else:
-        platforms = [p] if (p := _platform(store, name, document)) else []
-        size = _own_size(document)
-    pushed = pushes.get(found.digest)
-    return TagRow(tag, found.digest, size, platforms, pushed.time if pushed else None)
-
-
-def _child(store: Store, name: str, descriptor: dict[str, Any]) -> dict[str, Any]:
-    """An image an index lists, or {} when the repository lacks it."""
-    try:
-        return _json(store.get_manifest(name, str(descriptor.get("digest"))).body)
-    except StoreError:
-        return {}
-
-
-def _platform(store: Store, name: str, image: dict[str, Any]) -> str | None:
-    """os/arch[/variant] as the image's config says it."""
-    config = image.get("config")
-    if not isinstance(config, dict):
-        return None
-    try:
-        with closing(store.open_blob(name, str(config.get("digest")))) as blob:
-            if blob.size > _MAX_CONFIG:
-                return None
-            body = bytearray()
-            while chunk := blob.read(_MAX_CONFIG):
-                body += chunk
-            return manifests.platform(_json(bytes(body)))
-    except StoreError:
-        return None
-
-
-def _own_size(image: dict[str, Any]) -> int:
-    """Bytes of an image's config and layers, as the descriptors say them."""
-    config = image.get("config")
-    parts = ([config] if isinstance(config, dict) else []) + _descriptors(image, "layers")
-    return sum(size for part in parts if isinstance(size := part.get("size"), int))
-
-
-def _descriptors(document: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    items = document.get(key)
-    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
+    image = store.summary(name, tag)
+    pushed = pushes.get(image.digest)
+    return TagRow(tag, image, pushed.time if pushed else None)
 
 
 @dataclass(frozen=True)
