@@ -193,7 +193,15 @@ class Presence:
 def stale_locks(gitdir: Path, older_than: float = refs.STALE_LOCK_SECONDS) -> list[Path]:
     """Ref lock files older than `older_than` seconds (by default older than any live
     writer holds one: a crash's)."""
-    locks = [*(gitdir / "refs").rglob("*.lock"), gitdir / "packed-refs.lock"]
+    # os.walk, not Path.rglob: `git pack-refs --prune` beside us removes emptied ref
+    # folders mid-walk, which rglob raises on and os.walk passes over.
+    locks = [
+        Path(folder, name)
+        for folder, _, files in os.walk(gitdir / "refs")
+        for name in files
+        if name.endswith(".lock")
+    ]
+    locks.append(gitdir / "packed-refs.lock")
     return sorted(lock for lock in locks if age(lock) > older_than)
 
 
