@@ -12,7 +12,6 @@ written beside it. Blocking.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.errors import GitFailed
+from storage import gitcli
 
 _FORMAT = "%H%x00%P%x00%ct%x00%s%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x01)%x1e"
 _KEPT = 32  # branches whose index is kept (10,000 pushes: about 2 MB)
@@ -67,6 +66,18 @@ class PushIndex:
                 self._known.popitem(last=False)
         return pushed
 
+    def find(self, repo: str, tip: bytes, digest: str) -> Pushed | None:
+        """The newest push of manifest `digest` up to `tip`: from the index when it is up
+        to date, else by one `git log --grep` that stops at the first match (an image page
+        after a restart needs one push, not a whole 10,000-commit history read)."""
+        with self._lock:
+            known = self._known.get(repo)
+        if known is not None and known[0] == tip.decode():
+            return known[1].get(digest)
+        matches = "--grep=^push ", f"--grep=^Manifest-Digest: {digest}$"
+        found = _pushes(self._log("-1", "--all-match", *matches, tip.decode()))
+        return found.get(digest)
+
     def _extended(self, old: str, pushed: dict[str, Pushed], new: str) -> dict[str, Pushed] | None:
         """`pushed` (of the history up to `old`) and the commits after it up to `new`, or
         the whole of new's history when that walk reached its root; None if neither."""
@@ -79,16 +90,10 @@ class PushIndex:
 
     def _log(self, *revisions: str) -> list[_Record]:
         """The first-parent commits of `revisions`, newest first."""
-        command = ["git", "--git-dir", str(self._gitdir), "log", "--first-parent"]
-        done = subprocess.run(
-            [*command, f"--format={_FORMAT}", *revisions, "--"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+        out = gitcli.run(
+            self._gitdir, "log", "--first-parent", f"--format={_FORMAT}", *revisions, "--"
         )
-        if done.returncode != 0:
-            raise GitFailed(message=f"git log failed: {done.stderr.strip()}")
-        return [_record(text) for text in done.stdout.split("\x1e") if text.strip("\n")]
+        return [_record(text) for text in out.split("\x1e") if text.strip("\n")]
 
 
 def _record(text: str) -> _Record:

@@ -23,6 +23,7 @@ from storage import (
     digests,
     gc,
     history,
+    holders,
     layout,
     lineage,
     manifests,
@@ -616,7 +617,8 @@ class Store:
                 self.repositories,
                 self.get_manifest,
                 self._size,
-                self._pushes.of,
+                self._pushes.find,
+                self._holders,
             )
         )
 
@@ -641,6 +643,18 @@ class Store:
     ) -> history.Image:
         """One manifest in detail (`hroot show`); with `platform`, that child of an index."""
         return self._history().image(repo, reference, platform, inspect_layers)
+
+    def holders(self, wanted: Sequence[str], repositories: Sequence[str]) -> dict[str, list[str]]:
+        """Each of `wanted` (digests) -> those of `repositories` whose tip holds that blob, in one
+        git process however many repositories there are (storage.holders)."""
+        parsed = {text: digests.parse_or_none(text) for text in wanted}
+        found = self._holders([d for d in parsed.values() if d is not None], repositories)
+        return {text: found[d] if d is not None else [] for text, d in parsed.items()}
+
+    def _holders(
+        self, wanted: Sequence[Digest], repositories: Sequence[str]
+    ) -> dict[Digest, list[str]]:
+        return holders.holders(self.path, wanted, repositories)
 
     def summary(self, repo: str, reference: str) -> history.Summary:
         """Manifest `reference` of repo in brief: digest, media type, size, platforms."""
