@@ -33,12 +33,15 @@ class Pushed:
     time: datetime
 
 
+_NONE_READ = "none read"  # _Log.oldest_parent when the range held no commit
+
+
 @dataclass(frozen=True)
-class _Record:
-    commit: str
-    parent: str | None  # the first
-    time: datetime
-    pushed: str | None  # the manifest a push commit names
+class _Log:
+    """What `git log` said of a range of first-parent commits."""
+
+    pushes: dict[str, Pushed]  # each digest's newest push among them
+    oldest_parent: str | None  # the first parent of the oldest (None: it is a root)
 
 
 class PushIndex:
@@ -58,7 +61,7 @@ class PushIndex:
             return known[1]
         pushed = self._extended(*known, now) if known is not None else None
         if pushed is None:
-            pushed = _pushes(self._log(now))
+            pushed = self._log(now).pushes
         with self._lock:
             self._known[repo] = (now, pushed)
             self._known.move_to_end(repo)
@@ -75,41 +78,32 @@ class PushIndex:
         if known is not None and known[0] == tip.decode():
             return known[1].get(digest)
         matches = "--grep=^push ", f"--grep=^Manifest-Digest: {digest}$"
-        found = _pushes(self._log("-1", "--all-match", *matches, tip.decode()))
-        return found.get(digest)
+        return self._log("-1", "--all-match", *matches, tip.decode()).pushes.get(digest)
 
     def _extended(self, old: str, pushed: dict[str, Pushed], new: str) -> dict[str, Pushed] | None:
         """`pushed` (of the history up to `old`) and the commits after it up to `new`, or
         the whole of new's history when that walk reached its root; None if neither."""
-        records = self._log(f"{old}..{new}")
-        if records and records[-1].parent == old:
-            return {**pushed, **_pushes(records)}
-        if records and records[-1].parent is None:  # nothing of old's history left
-            return _pushes(records)
+        read = self._log(f"{old}..{new}")
+        if read.oldest_parent == old:
+            return {**pushed, **read.pushes}
+        if read.oldest_parent is None:  # nothing of old's history left
+            return read.pushes
         return None
 
-    def _log(self, *revisions: str) -> list[_Record]:
-        """The first-parent commits of `revisions`, newest first."""
+    def _log(self, *revisions: str) -> _Log:
+        """The first-parent commits of `revisions`, read newest first in one pass (10,000
+        of them for a first tags page after a restart: no object per commit)."""
         out = gitcli.run(
             self._gitdir, "log", "--first-parent", f"--format={_FORMAT}", *revisions, "--"
         )
-        return [_record(text) for text in out.split("\x1e") if text.strip("\n")]
-
-
-def _record(text: str) -> _Record:
-    commit, parents, time, summary, digest = text.strip("\n").split("\x00")
-    return _Record(
-        commit,
-        parents.split(" ", 1)[0] or None,
-        datetime.fromtimestamp(int(time), UTC),
-        (digest.split("\x01", 1)[0] or None) if summary.startswith("push ") else None,
-    )
-
-
-def _pushes(records: list[_Record]) -> dict[str, Pushed]:
-    """Each digest's newest push among `records` (newest first)."""
-    found: dict[str, Pushed] = {}
-    for record in records:
-        if record.pushed is not None:
-            found.setdefault(record.pushed, Pushed(record.commit, record.time))
-    return found
+        found: dict[str, Pushed] = {}
+        oldest_parent: str | None = _NONE_READ
+        for text in out.split("\x1e"):
+            if not (text := text.strip("\n")):
+                continue
+            commit, parents, time, summary, digests = text.split("\x00")
+            digest = digests.split("\x01", 1)[0]
+            if digest and summary.startswith("push ") and digest not in found:
+                found[digest] = Pushed(commit, datetime.fromtimestamp(int(time), UTC))
+            oldest_parent = parents.split(" ", 1)[0] or None
+        return _Log(found, oldest_parent)
