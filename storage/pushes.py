@@ -23,6 +23,7 @@ from storage import gitcli
 
 _FORMAT = "%H%x00%P%x00%ct%x00%s%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x01)%x1e"
 _KEPT = 32  # branches whose index is kept (10,000 pushes: about 2 MB)
+_FOUND_KEPT = 10_000  # answers of `find` kept, by tip commit and digest
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class PushIndex:
         self._gitdir = gitdir
         self._lock = threading.Lock()
         self._known: OrderedDict[str, tuple[str, dict[str, Pushed]]] = OrderedDict()
+        self._found: OrderedDict[tuple[bytes, str], Pushed | None] = OrderedDict()  # by find
 
     def of(self, repo: str, tip: bytes) -> Mapping[str, Pushed]:
         """The pushes of the history ending at commit `tip` of repo's branch."""
@@ -75,10 +77,17 @@ class PushIndex:
         after a restart needs one push, not a whole 10,000-commit history read)."""
         with self._lock:
             known = self._known.get(repo)
-        if known is not None and known[0] == tip.decode():
-            return known[1].get(digest)
+            if known is not None and known[0] == tip.decode():
+                return known[1].get(digest)
+            if (tip, digest) in self._found:
+                return self._found[(tip, digest)]
         matches = "--grep=^push ", f"--grep=^Manifest-Digest: {digest}$"
-        return self._log("-1", "--all-match", *matches, tip.decode()).pushes.get(digest)
+        found = self._log("-1", "--all-match", *matches, tip.decode()).pushes.get(digest)
+        with self._lock:
+            self._found[(tip, digest)] = found
+            while len(self._found) > _FOUND_KEPT:
+                self._found.popitem(last=False)
+        return found
 
     def _extended(self, old: str, pushed: dict[str, Pushed], new: str) -> dict[str, Pushed] | None:
         """`pushed` (of the history up to `old`) and the commits after it up to `new`, or

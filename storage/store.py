@@ -104,6 +104,7 @@ class Store:
             self._objects, self._refs, self._cache, self._tip, self._lineage, maintenance
         )
         self._pushes = pushes.PushIndex(self.path)
+        self._holders_index = holders.Holders(self.path)
 
     @classmethod
     def open(cls, path: str | Path, create: bool = True, gc_every: int = GC_EVERY) -> Store:
@@ -664,7 +665,8 @@ class Store:
     def _holders(
         self, wanted: Sequence[Digest], repositories: Sequence[str]
     ) -> dict[Digest, list[str]]:
-        return holders.holders(self.path, wanted, repositories)
+        tips = {repo: refs.read(self._refs, names.branch_ref(repo)) for repo in repositories}
+        return self._holders_index.of(wanted, {r: tip for r, tip in tips.items() if tip})
 
     def summary(self, repo: str, reference: str) -> history.Summary:
         """Manifest `reference` of repo in brief: digest, media type, size, platforms."""
