@@ -248,12 +248,15 @@ def freshen(store: DiskObjectStore, oid: bytes) -> bool:
         return True
     for pack in store.packs:
         try:
-            if oid not in pack.index:
-                continue
-            os.utime(pack.data.path)
-            return True
+            pack.index.object_offset(oid)  # a binary search; `in` would walk the whole index
+        except KeyError:
+            continue
         except (FileNotFoundError, PackFileDisappeared):  # repacked meanwhile: look again
             return freshen(store, oid)
+        with contextlib.suppress(FileNotFoundError):  # repacked meanwhile: it is elsewhere
+            os.utime(pack.data.path)
+            return True
+        return freshen(store, oid)
     return False
 
 
