@@ -613,6 +613,9 @@ class PullThrough(Workload):
 
 def workloads(root: Path, scale: float) -> list[Workload]:
     """All workloads at the given scale, each with its own folder under root."""
+    from bench.series import DebianSeries  # it builds on this module
+
+    series = scaled(10, scale, minimum=3)
     return [
         SkopeoPushPull(root / "1", 1, 1, scaled(GiB, scale)),
         SkopeoPushPull(root / "2", 2, 50, scaled(MiB, scale)),
@@ -628,4 +631,7 @@ def workloads(root: Path, scale: float) -> list[Workload]:
         ),
         Retention(root / "9", 20, 5, scaled(8 * MiB, scale)),
         PullThrough(root / "10", 4, scaled(50 * MiB, scale)),
+        DebianSeries(root / "11", 11, series, compressed=True),
+        DebianSeries(root / "12", 12, series, compressed=False),
+        DebianSeries(root / "13", 13, series, compressed=True, hroot_args=("--fs-view", "*")),
     ]
