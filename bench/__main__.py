@@ -101,7 +101,7 @@ def run_registries(args: argparse.Namespace, work: Path) -> int:
         print(f"no workload numbered {sorted(args.only)}", file=sys.stderr)
         return 2
     for workload in list(chosen):  # a workload that cannot run with this checkout says why
-        reason = getattr(workload, "skip", lambda: None)()
+        reason = workload.skip()
         if reason:
             print(f"workload {workload.number} skipped: {reason}", file=sys.stderr)
             chosen.remove(workload)
@@ -109,7 +109,7 @@ def run_registries(args: argparse.Namespace, work: Path) -> int:
         return 2
     if not ready(["docker-registry", *(t for w in chosen for t in w.tools)], ["registry.__main__"]):
         return 2
-    lacking = [m for w in chosen for m in getattr(w, "missing", list)()]
+    lacking = [m for w in chosen for m in w.missing()]
     if lacking:
         print(
             "missing, nothing was run:\n  " + "\n  ".join(dict.fromkeys(lacking)), file=sys.stderr

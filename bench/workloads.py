@@ -66,6 +66,14 @@ class Workload:
     def params(self) -> dict[str, object]:
         return {}
 
+    def skip(self) -> str | None:
+        """Why this checkout cannot run the workload at all, if it cannot."""
+        return None
+
+    def missing(self) -> list[str]:
+        """What the machine lacks for the workload, each with how to get it."""
+        return []
+
     def servers(self) -> list[Server]:
         """The registries compared, hroot first."""
         return [Hroot(self.home / "hroot"), Distribution(self.home / "distribution")]
