@@ -1,0 +1,231 @@
+"""Many git objects written as one pack, made durable with one fsync (gitformat-pack).
+
+A layer stored as files (storage.filestore) is thousands of objects; loose, each would
+cost a file and a sync. Here they stream into one pack file, compressed with ISA-L
+(level 1: a standard zlib stream, several times faster than zlib's) where they are
+small and compress well (trees, a tar's map), and the pack's
+index is written beside it by hand, so no `git index-pack` reads it all again. The
+pack's count is only known at its end: it is patched into the header, and the
+trailing checksum is then computed by reading the file once more from the page cache.
+Objects the repository has already (objects.freshen) or this pack has are not written
+again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.pack import Pack, PackFileDisappeared
+from isal import isal_zlib
+
+from storage import deflate, objects
+
+_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}
+_WHOLE = 8 << 20  # objects up to this size are hashed before they are written
+_IDX_MAGIC = b"\xfftOc\x00\x00\x00\x02"
+_RECORD = struct.Struct(">20sQI")  # object id, offset, crc32: one index entry
+
+
+class PackWriter:
+    """A pack being written into `objects/pack`; `finish` installs it, `close` drops it."""
+
+    def __init__(self, store: DiskObjectStore) -> None:
+        self._store = store
+        self._dir = Path(store.path) / "pack"
+        self._dir.mkdir(exist_ok=True)
+        self._tmp = self._dir / f"tmp_pack_{secrets.token_hex(8)}"
+        self._file = open(self._tmp, "w+b")  # noqa: SIM115 (closed by close())
+        self._file.write(b"PACK" + struct.pack(">II", 2, 0))
+        self._writeback = objects.Writeback(self._file)
+        self._records = bytearray()  # _RECORD per object written
+        self._seen: set[bytes] = set()  # binary ids written here or found stored
+        self._packs = store.packs
+        self._freshened: list[Pack] = []
+        self.size = 0  # bytes of the pack so far
+
+    def add(self, kind: bytes, data: bytes | bytearray) -> bytes:
+        """Write a small object (a tree, a map), compressed, unless it is stored already;
+        its binary id."""
+        oid = _git_id(kind, data)
+        if not self._known(oid):
+            packed = _entry_header(_TYPES[kind], len(data)) + isal_zlib.compress(data, 1)
+            self._put([packed], oid)
+        return oid
+
+    def add_blob(self, size: int, read: Callable[[int], bytes | bytearray]) -> bytes:
+        """Write a file's content of `size` bytes from `read` as stored blocks (level 0,
+        as hroot stores layers: read back at the speed of a copy), unless it is stored
+        already; its binary id."""
+        if size <= _WHOLE:
+            data = read(size)
+            oid = _git_id(b"blob", data)
+            if not self._known(oid):
+                self._put(_stored(data, size, zlib.adler32(data), True), oid)
+            return oid
+        start = self._file.tell()
+        git_id = hashlib.sha1(b"blob %d\x00" % size)
+        adler, crc, left = 1, 0, size
+        while left:
+            chunk = read(min(objects.CHUNK, left))
+            git_id.update(chunk)
+            adler = zlib.adler32(chunk, adler)
+            parts = _stored(chunk, size if left == size else None, adler, left == len(chunk))
+            left -= len(chunk)
+            for part in parts:
+                crc = zlib.crc32(part, crc)
+            self._file.writelines(parts)
+            self._writeback.wrote()
+        oid = git_id.digest()
+        if self._known(oid):
+            self._file.truncate(start)
+            self._file.seek(start)
+        else:
+            self._records += _RECORD.pack(oid, start, crc)
+        return oid
+
+    def _put(self, parts: list[bytes | memoryview], oid: bytes) -> None:
+        start = self._file.tell()
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        self._file.writelines(parts)
+        self._records += _RECORD.pack(oid, start, crc)
+        self._writeback.wrote()
+
+    def _known(self, oid: bytes) -> bool:
+        """Whether the object is written here or stored (then made recent, as
+        objects.freshen does, each pack once): the packs are listed once per writer."""
+        if oid in self._seen:
+            return True
+        self._seen.add(oid)
+        hexsha = oid.hex()
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(os.path.join(self._store.path, hexsha[:2], hexsha[2:]))
+            return True
+        for pack in self._packs:
+            try:
+                pack.index.object_offset(hexsha.encode())
+            except KeyError:
+                continue
+            except (FileNotFoundError, PackFileDisappeared):  # repacked: look as git does
+                return objects.freshen(self._store, hexsha.encode())
+            if pack not in self._freshened:
+                self._freshened.append(pack)
+                try:
+                    os.utime(pack.data.path)
+                except FileNotFoundError:
+                    return objects.freshen(self._store, hexsha.encode())
+            return True
+        return False
+
+    def finish(self) -> None:
+        """Patch the count in, write the checksum and the index, sync both, and name
+        them `pack-<checksum>` (the .idx last: git and dulwich look for it)."""
+        count = len(self._records) // _RECORD.size
+        if not count:
+            return
+        self._file.seek(8)
+        self._file.write(struct.pack(">I", count))
+        self._file.flush()
+        self._file.seek(0)
+        checksum = hashlib.sha1()
+        while chunk := self._file.read(objects.CHUNK):
+            checksum.update(chunk)
+        pack_sum = checksum.digest()
+        self._file.write(pack_sum)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        idx_tmp = self._tmp.with_suffix(".idx")
+        with open(idx_tmp, "xb") as idx:
+            idx.write(_index(self._records, pack_sum))
+            idx.flush()
+            os.fsync(idx.fileno())
+        name = self._dir / f"pack-{pack_sum.hex()}"
+        os.rename(self._tmp, name.with_suffix(".pack"))
+        os.rename(idx_tmp, name.with_suffix(".idx"))
+        objects.fsync_dir(self._dir)
+        self.size = os.path.getsize(name.with_suffix(".pack"))
+
+    def close(self) -> None:
+        """Drop what was not installed."""
+        self._file.close()
+        for path in (self._tmp, self._tmp.with_suffix(".idx")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _git_id(kind: bytes, data: bytes | bytearray) -> bytes:
+    hasher = hashlib.sha1(b"%s %d\x00" % (kind, len(data)))
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _stored(
+    data: bytes | bytearray, size: int | None, adler: int, last: bool
+) -> list[bytes | memoryview]:
+    """A piece of a blob's pack entry at level 0: the entry's header and the zlib
+    header first (given the blob's `size`), `data` as stored blocks, and if `last`
+    the end of the stream with its checksum `adler` (of all the blob's bytes)."""
+    parts: list[bytes | memoryview] = []
+    if size is not None:
+        parts.append(_entry_header(_TYPES[b"blob"], size) + deflate.ZLIB_HEADER)
+    parts += deflate.stored_blocks(data)
+    if last:
+        parts.append(deflate.FINAL_BLOCK + adler.to_bytes(4, "big"))
+    return parts
+
+
+def _entry_header(kind: int, size: int) -> bytes:
+    out = bytearray([(kind << 4) | (size & 15)])
+    size >>= 4
+    while size:
+        out[-1] |= 0x80
+        out.append(size & 0x7F)
+        size >>= 7
+    return bytes(out)
+
+
+def _index(records: bytearray, pack_sum: bytes) -> bytes:
+    """A version 2 pack index of the objects in `records`."""
+    entries = sorted(_RECORD.iter_unpack(records))
+    fanout = [0] * 256
+    for oid, _, _ in entries:
+        fanout[oid[0]] += 1
+    total = 0
+    for i in range(256):
+        total += fanout[i]
+        fanout[i] = total
+    large: list[int] = []
+    offsets = bytearray()
+    for _, offset, _ in entries:
+        if offset < 0x80000000:
+            offsets += struct.pack(">I", offset)
+        else:
+            offsets += struct.pack(">I", 0x80000000 | len(large))
+            large.append(offset)
+    body = b"".join(
+        [
+            _IDX_MAGIC,
+            struct.pack(">256I", *fanout),
+            b"".join(oid for oid, _, _ in entries),
+            b"".join(struct.pack(">I", crc) for _, _, crc in entries),
+            bytes(offsets),
+            b"".join(struct.pack(">Q", offset) for offset in large),
+            pack_sum,
+        ]
+    )
+    return body + hashlib.sha1(body).digest()
