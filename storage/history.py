@@ -281,7 +281,7 @@ class Reads:
     tip: Tip
     repositories: Callable[[], list[str]]
     get_manifest: Callable[[str, str], Manifest]
-    size: Callable[[bytes], int]
+    size: Callable[[bytes, Digest], int]  # of blob oid at digest's path
     pushed: Callable[[str, bytes, str], Pushed | None]  # (repo, tip, digest): storage.pushes
     holders: Callable[[list[Digest], list[str]], dict[Digest, list[str]]]  # storage.holders
 
@@ -458,7 +458,9 @@ class History:
             digest=digest,
             media_type=str(descriptor.get("mediaType")),
             size=_size_of(descriptor),
-            uncompressed_size=self._uncompressed_size(oid) if inspect and oid else None,
+            uncompressed_size=self._uncompressed_size(oid, parsed)
+            if inspect and oid and parsed
+            else None,
             shared_with=shared.get(parsed, []) if parsed else [],
         )
 
@@ -468,10 +470,13 @@ class History:
         others = [name for name in self._reads.repositories() if name != repo]
         return self._reads.holders([d for d in wanted if d is not None], others)
 
-    def _uncompressed_size(self, oid: bytes) -> int | None:
-        """Bytes of a layer once gzip or zstd is undone (a plain tar's own size),
-        counted as it streams: memory stays flat however big the layer. None if it
-        does not decompress."""
+    def _uncompressed_size(self, oid: bytes, digest: Digest) -> int | None:
+        """Bytes of a layer once gzip or zstd is undone (a plain tar's own size, also of
+        one stored as files), counted as it streams: memory stays flat however big the
+        layer. None if it does not decompress."""
+        pointer = self._cache.pointer(oid, digest)
+        if pointer is not None:
+            return pointer.size
         with objects.open_blob(self._objects, oid.decode()) as peek:
             magic = bytes(peek.read(4))
             size = peek.size
@@ -510,7 +515,7 @@ class History:
         for name, tree in tips.items():
             index = layout.read_index(self._cache, tree)
             for digest, oid in held[name].items():
-                sizes[digest] = self._reads.size(oid)
+                sizes[digest] = self._reads.size(oid, digest)
             total = sum(sizes[d] for d in held[name])
             unique = sum(sizes[d] for d in held[name] if holders[d] == 1)
             found.append(

@@ -1,7 +1,10 @@
 """The OCI image layout inside each commit's tree (docs/format.md §3), read and written.
 
 A commit's tree is `oci-layout`, `index.json` and `blobs/<alg>/<hex>`; a staging
-tree is just `blobs/<alg>/<hex>`. Parsed trees and index files are cached by their
+tree is just `blobs/<alg>/<hex>`. A layer stored as files (§9) has a pointer at its
+`blobs/` path, the tree of its objects at `.hroot/layers/<alg>/<hex>` in the same tree
+(so that they are reachable), and in a layout a `.gitattributes` line that has
+`git archive` rebuild it. Parsed trees and index files are cached by their
 git object id, which never changes meaning, so the cache needs no invalidation.
 """
 
@@ -16,13 +19,22 @@ from typing import Any
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import parse_tree
 
+from storage import objects, pointers
 from storage.digests import Digest
 from storage.index import Index
 from storage.objects import ObjectBatch, read_named
+from storage.pointers import Pointer
 
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+HIDDEN = b".hroot"  # what a layer stored as files needs, kept reachable (§9)
+LAYERS = b"layers"
+ATTRIBUTES = b".gitattributes"
+ATTRIBUTES_HEAD = (
+    b"# hroot, docs/format.md section 9: layers stored as files, rebuilt by git archive\n"
+    b"/.hroot export-ignore\n/.gitattributes export-ignore\n"
+)
 
 
 class GitTree:
@@ -116,6 +128,18 @@ class ObjectCache:
     def raw_uncached(self, oid: bytes) -> bytes:
         return read_named(self._objects, oid)[1]
 
+    def pointer(self, oid: bytes, digest: Digest) -> Pointer | None:
+        """The pointer (§9) that blob `oid`, stored at `digest`'s path, is; None if it is
+        the blob itself. Only a blob small enough to be one is read to find out."""
+
+        def load() -> Pointer | None:
+            with objects.open_blob(self._objects, oid.decode()) as reader:
+                small = reader.size <= pointers.MAX_SIZE
+                return pointers.parse(bytes(reader.read(reader.size))) if small else None
+
+        found = self.get("pointer", oid, load, _one)
+        return found if found is not None and found.digest == digest else None
+
     def holds(self, kind: str, oid: bytes) -> bool:
         with self._lock:
             return (kind, oid) in self._items
@@ -141,6 +165,10 @@ class ObjectCache:
             while self._used > self._budget and len(self._items) > 1:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._used -= dropped
+
+
+def _one(_: object) -> int:
+    return 1
 
 
 def _bytes_cost(data: bytes) -> int:
@@ -200,12 +228,15 @@ class TreeWriter:
         """The id of layout `base` with blobs added/removed and `index` as its index.json."""
         index_oid = self._batch.write(b"blob", index.encode())
         self._cache.put("index", index_oid, index, len(index))  # the next push starts here
+        hidden = self._hidden(base, add or {}, set(remove))
         root = self._edit(
             base,
             {
                 b"blobs": self._blobs(base, add or {}, set(remove)),
                 b"oci-layout": (FILE_MODE, self._batch.write(b"blob", OCI_LAYOUT)),
                 b"index.json": (FILE_MODE, index_oid),
+                HIDDEN: hidden,
+                ATTRIBUTES: self._attributes(hidden),
             },
         )
         assert root is not None  # a layout always has oci-layout and index.json
@@ -218,25 +249,64 @@ class TreeWriter:
         remove: Iterable[Digest] = (),
     ) -> bytes | None:
         """The id of staging tree `base` with blobs added/removed; None when left empty."""
-        return self._edit(base, {b"blobs": self._blobs(base, add or {}, set(remove))})
+        add, remove = add or {}, set(remove)
+        return self._edit(
+            base,
+            {b"blobs": self._blobs(base, add, remove), HIDDEN: self._hidden(base, add, remove)},
+        )
 
     def _blobs(
         self, root: bytes | None, add: dict[Digest, bytes], remove: set[Digest]
     ) -> tuple[int, bytes] | None:
         """The new `blobs` entry of tree `root`."""
-        base = entry(self._cache, root, b"blobs")
+        found = {d: (FILE_MODE, oid) for d, oid in add.items()}
+        return self._by_digest(entry(self._cache, root, b"blobs"), found, remove)
+
+    def _hidden(
+        self, root: bytes | None, add: dict[Digest, bytes], remove: set[Digest]
+    ) -> tuple[int, bytes] | None:
+        """The new `.hroot` entry of tree `root`: the tree of each layer stored as files
+        that `add` brings in, none for a blob removed or replaced by a whole one."""
+        found: dict[Digest, tuple[int, bytes] | None] = {}
+        for digest, oid in add.items():
+            # a pointer comes from a pack (storage.filestore), never from this batch
+            pointer = None if self._batch.holds(oid) else self._cache.pointer(oid, digest)
+            found[digest] = (TREE_MODE, pointer.tree) if pointer is not None else None
+        base = entry(self._cache, root, HIDDEN)
+        layers = self._by_digest(entry(self._cache, base, LAYERS), found, remove)
+        hidden = self._edit(base, {LAYERS: layers}) if found or remove else base
+        return (TREE_MODE, hidden) if hidden is not None else None
+
+    def _by_digest(
+        self,
+        base: bytes | None,
+        add: dict[Digest, tuple[int, bytes] | None],
+        remove: set[Digest],
+    ) -> tuple[int, bytes] | None:
+        """Tree `base` of `<alg>/<hex>` entries with `add` set (None: removed) and
+        `remove` removed; its new entry."""
         changes: dict[bytes, tuple[int, bytes] | None] = {}
         for alg in {d.algorithm for d in add} | {d.algorithm for d in remove}:
             by_hex: dict[bytes, tuple[int, bytes] | None] = {
                 d.hex.encode(): None for d in remove if d.algorithm == alg
             }
-            by_hex.update(
-                {d.hex.encode(): (FILE_MODE, oid) for d, oid in add.items() if d.algorithm == alg}
-            )
+            by_hex.update({d.hex.encode(): e for d, e in add.items() if d.algorithm == alg})
             sub = self._edit(entry(self._cache, base, alg.encode()), by_hex)
             changes[alg.encode()] = (TREE_MODE, sub) if sub is not None else None
-        blobs = self._edit(base, changes) if changes else base
-        return (TREE_MODE, blobs) if blobs is not None else None
+        edited = self._edit(base, changes) if changes else base
+        return (TREE_MODE, edited) if edited is not None else None
+
+    def _attributes(self, hidden: tuple[int, bytes] | None) -> tuple[int, bytes] | None:
+        """`.gitattributes` naming each layer stored as files (none if there is none):
+        `git archive` runs hroot's smudge filter on them and leaves `.hroot` out."""
+        layers = entry(self._cache, hidden[1], LAYERS) if hidden is not None else None
+        if layers is None:
+            return None
+        lines = [ATTRIBUTES_HEAD]
+        for alg, (_, by_hex) in sorted(self._cache.tree(layers).items()):
+            for name in sorted(name for name, _ in self._cache.tree(by_hex).items()):
+                lines.append(b"/blobs/%s/%s filter=hroot\n" % (alg, name))
+        return FILE_MODE, self._batch.write(b"blob", b"".join(lines))
 
     def _edit(
         self, oid: bytes | None, changes: dict[bytes, tuple[int, bytes] | None]

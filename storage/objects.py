@@ -87,7 +87,7 @@ class Writeback:
             self._start = end
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -96,7 +96,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 # Threads that hash big blobs' git ids (BlobHashes): one per core, started as needed.
-_HASHING = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hroot-hash")
+HASHING = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hroot-hash")
 
 
 class BlobHashes:
@@ -104,7 +104,7 @@ class BlobHashes:
     adler32 of its zlib stream and, to check a claimed `digest`, its OCI digest.
 
     For a big blob the git id (sha1) is computed in a second thread, beside the
-    rest (hashlib releases the GIL), one chunk behind: a thread of _HASHING, the one
+    rest (hashlib releases the GIL), one chunk behind: a thread of HASHING, the one
     pool of the process for it. A small one is hashed inline:
     a thread per blob cost more than it saved, in thread starts and GIL handoffs,
     when eight clients pushed 1 MiB layers at once.
@@ -127,7 +127,7 @@ class BlobHashes:
         else:
             if self._pending is not None:
                 self._pending.result()
-            self._pending = _HASHING.submit(self._git_id.update, chunk)
+            self._pending = HASHING.submit(self._git_id.update, chunk)
         if self._oci is not None:
             self._oci.update(chunk)
         self._adler = zlib.adler32(chunk, self._adler)
@@ -301,6 +301,10 @@ class ObjectBatch:
             out.write(compressor.flush())
         return oid.encode()
 
+    def holds(self, oid: bytes) -> bool:
+        """Whether this batch wrote `oid` (not readable until installed)."""
+        return oid.decode() in self._pending
+
     def install(self) -> None:
         """Sync every object written, name it, then sync the folders of the names."""
         for tmp in self._pending.values():
@@ -312,7 +316,7 @@ class ObjectBatch:
         folders = {_name(self._objects_dir, tmp, oid) for oid, tmp in self._pending.items()}
         self._pending.clear()
         for folder in folders:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def __enter__(self) -> ObjectBatch:
         return self
@@ -326,7 +330,7 @@ class ObjectBatch:
 
 def _install(objects_dir: Path, tmp: Path, oid: str) -> str:
     """Give a synced temporary object its final name, durably."""
-    _fsync_dir(_name(objects_dir, tmp, oid))
+    fsync_dir(_name(objects_dir, tmp, oid))
     return oid
 
 
@@ -486,6 +490,76 @@ def open_blob(store: DiskObjectStore, oid: str) -> ObjectReader:
             except (FileNotFoundError, PackFileDisappeared):
                 break  # the packs changed under us (git gc): look again
     raise KeyError(oid)
+
+
+class PackedFirst:
+    """Reads many blobs one after another, as a layer stored as files does (one per
+    file of the tar): the packs are listed once, and looked in before the loose
+    objects, where such blobs are, each pack file opened once. Whatever it cannot
+    find there (moved by a gc meanwhile, or loose) it looks up as open_blob does."""
+
+    def __init__(self, store: DiskObjectStore) -> None:
+        self._store = store
+        self._packs = store.packs
+        self._fds: dict[str, int] = {}  # pack path -> open file
+
+    def find(self, oid: str) -> tuple[str, int] | None:
+        """The pack and offset of `oid`, if a pack listed holds it."""
+        for pack in self._packs:
+            try:
+                return pack.data.path, pack.index.object_offset(oid.encode())
+            except KeyError:
+                continue
+            except (FileNotFoundError, PackFileDisappeared):
+                return None
+        return None
+
+    def open(self, oid: str) -> ObjectReader:
+        found = self.find(oid)
+        if found is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return _open_packed(self._store, found[0], found[1], oid)
+        return open_blob(self._store, oid)
+
+    def read(self, oid: str, size: int) -> bytes:
+        """The whole of a blob of `size` bytes, in one read where it is the pack entry of
+        one stored block (as storage.packs writes file contents, and git's repack keeps
+        them unless it makes a delta), else streamed."""
+        found = self.find(oid)
+        if found is not None and size <= deflate.STORED_MAX:
+            data = self._one_block(*found, size)
+            if data is not None:
+                return data
+        with self.open(oid) as reader:
+            return bytes(reader.read(size))
+
+    def _one_block(self, path: str, offset: int, size: int) -> bytes | None:
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+        head = os.pread(fd, size + 24, offset)
+        byte, at = head[0], 1
+        kind, length, shift = (byte >> 4) & 7, byte & 15, 4
+        while byte & 0x80:
+            byte, at = head[at], at + 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+        block = head[at + 2 : at + 7]  # after the zlib header
+        if kind != _BLOB_TYPE or length != size or len(block) < 5 or block[0] & 0x06:
+            return None  # not a blob of this size, or not a stored block first
+        stored = int.from_bytes(block[1:3], "little")
+        if stored != size or stored ^ 0xFFFF != int.from_bytes(block[3:5], "little"):
+            return None
+        data = head[at + 7 : at + 7 + size]
+        return data if len(data) == size else None
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def _open_loose(store: DiskObjectStore, oid: str) -> ObjectReader:

@@ -9,11 +9,14 @@ own is refused before a byte is written there.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
 from dulwich.config import ConfigFile
+from dulwich.file import FileLocked
 from dulwich.repo import Repo
 
 from storage.errors import StoreError
@@ -21,7 +24,7 @@ from storage.names import BRANCH_PREFIX
 
 log = logging.getLogger("hroot.storage")
 
-FORMAT = 2  # docs/format.md §6 lists what each format changed
+FORMAT = 3  # docs/format.md §6 lists what each format changed
 
 # Settings of a new or adopted repository, so that `git gc` (hroot's own or a person's)
 # stays cheap: blobs over 8 MiB (layers) are neither delta-searched nor recompressed
@@ -116,6 +119,7 @@ def open_repo(path: Path, create: bool = True) -> Repo:
         log.info("adopted %s as a registry: wrote hroot.format = %d and its settings", path, FORMAT)
     else:
         _upgrade(path)
+    _write_filter(path)
     return Repo(str(path))
 
 
@@ -144,7 +148,36 @@ def _to_format_2(path: Path) -> None:
     parse both forms, and each branch's next commit writes the new one."""
 
 
-_UPGRADES: dict[int, Callable[[Path], None]] = {1: _to_format_2}
+def _to_format_3(path: Path) -> None:
+    """Format 3 may store uncompressed tar layers as files (§9). Nothing to rewrite:
+    every layer stored so far stays whole, which format 3 reads as it is; the smudge
+    filter that `git archive` needs is written on every open (_write_filter)."""
+
+
+_UPGRADES: dict[int, Callable[[Path], None]] = {1: _to_format_2, 2: _to_format_3}
+
+
+def _write_filter(path: Path) -> None:
+    """Point `filter.hroot` at the running hroot (docs/format.md §9), unless it does:
+    `git archive` runs it to rebuild layers stored as files. A config another process
+    is writing this moment is left to it; it writes the same or its own hroot."""
+    config = _read_config(path)
+    wanted = {b"smudge": _smudge_command().encode(), b"required": b"true"}
+    section = (b"filter", b"hroot")
+    if all(_has(config, section, k) and config.get(section, k) == v for k, v in wanted.items()):
+        return
+    for key, value in wanted.items():
+        config.set(section, key, value)
+    try:
+        config.write_to_path()
+    except FileLocked:
+        log.info("did not write filter.hroot into %s: its config is being written", path)
+
+
+def _smudge_command() -> str:
+    """storage.smudge for this hroot, as git runs it (through the shell)."""
+    root = shlex.quote(str(Path(__file__).resolve().parent.parent))
+    return f"PYTHONPATH={root} {shlex.quote(sys.executable)} -m storage.smudge"
 
 
 def _write_settings(path: Path, overwrite: bool) -> None:

@@ -21,6 +21,7 @@ from dulwich.repo import Repo
 from storage import (
     commits,
     digests,
+    filestore,
     gc,
     gitcli,
     history,
@@ -93,7 +94,8 @@ class Store:
         self._refs = repo.refs
         refs.guard_packed_refs(self._refs)
         self._cache = ObjectCache(self._objects)
-        self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects")
+        self._files = filestore.FileStore(self._objects, self._cache)
+        self._uploads = Uploads(self.path / "hroot" / "uploads", self.path / "objects", self._files)
         self._gate = gc.WriteGate()
         self._presence = gc.Presence(self.path)
         self._maintenance = maintenance = Maintenance(self.path, gc_every)
@@ -149,12 +151,13 @@ class Store:
     # --- blobs ------------------------------------------------------------
     def stat_blob(self, repo: str, digest: str) -> BlobInfo:
         parsed = digests.parse(digest)
-        return BlobInfo(str(parsed), self._size(self._need_blob(repo, parsed)))
+        return BlobInfo(str(parsed), self._size(self._need_blob(repo, parsed), parsed))
 
     def open_blob(self, repo: str, digest: str) -> BlobReader:
-        """The blob, to stream (its `size` known at once, so one lookup serves a Range)."""
-        oid = self._need_blob(repo, digests.parse(digest))
-        return objects.open_blob(self._objects, oid.decode())
+        """The blob, to stream (its `size` known at once, so one lookup serves a Range);
+        a layer stored as files is rebuilt as it streams (storage.filestore)."""
+        parsed = digests.parse(digest)
+        return self._files.open(self._need_blob(repo, parsed), parsed)
 
     @space.raises_storage_full
     @_writing
@@ -174,9 +177,7 @@ class Store:
                     writer.write(chunk)
             return self.finish_upload(repo, upload_id, digest)
         names.check_name(repo)
-        oid = objects.write_blob(self.path / "objects", stream.read, size, parsed).encode()
-        self._maintenance.wrote(size)
-        self._stage(repo, {parsed: oid})
+        self._stage(repo, {parsed: self._write_blob(stream, size, parsed)})
         return BlobInfo(str(parsed), size)
 
     @space.raises_storage_full
@@ -189,7 +190,7 @@ class Store:
         if oid is None:
             return None
         self._stage(repo, {parsed: oid})
-        return BlobInfo(str(parsed), self._size(oid))
+        return BlobInfo(str(parsed), self._size(oid, parsed))
 
     @space.raises_storage_full
     @_writing
@@ -415,9 +416,7 @@ class Store:
         written: dict[Digest, bytes] = {}
         for digest, stream, size in blobs:
             parsed = digests.parse(digest)
-            oid = objects.write_blob(self.path / "objects", stream.read, size, parsed)
-            self._maintenance.wrote(size)
-            written[parsed] = oid.encode()
+            written[parsed] = self._write_blob(stream, size, parsed)
         self._stage(repo, written)
 
     def remove(self, repo: str) -> Removed:
@@ -528,12 +527,21 @@ class Store:
             raise BlobUnknown(str(digest))
         return oid
 
-    def _size(self, oid: bytes) -> int:
-        def load() -> int:
-            with objects.open_blob(self._objects, oid.decode()) as reader:
-                return reader.size
+    def _write_blob(self, stream: BinaryIO, size: int, digest: Digest) -> bytes:
+        """Write a whole blob in one pass; if it is a tar, store it as files too
+        (storage.filestore) and give that: the whole object is then named by nothing,
+        and the next gc past the expiry prunes it."""
+        oid = objects.write_blob(self.path / "objects", stream.read, size, digest)
+        with objects.open_blob(self._objects, oid) as reader:
+            stored = self._files.store(reader.read, size, digest)
+        self._maintenance.wrote(size + (stored.written if stored else 0))
+        return stored.oid if stored else oid.encode()
 
-        return self._cache.get("size", oid, load, _one)
+    def _size(self, oid: bytes, digest: Digest) -> int:
+        """The size of the blob stored as `oid` at `digest`'s path (a pointer's layer's)."""
+        # by path too: a pointer's bytes pushed as a blob of their own are the same object
+        key = oid + str(digest).encode()
+        return self._cache.get("size", key, lambda: self._files.size(oid, digest), _one)
 
     def _parsed(self, oid: bytes) -> ParsedManifest | None:
         """A stored manifest, parsed; None for one that no longer parses (e.g. pushed by git)."""

@@ -13,6 +13,9 @@ hashed as they arrive for a blob of that size; if that is what the upload ends a
 as with skopeo and podman, finishing it needs no read at all (a second of a 1 GiB
 push).
 
+An upload that is an uncompressed tar may be stored as files instead (storage.filestore),
+if it rebuilds to its digest; the spool then goes, as it does when it is renamed.
+
 An upload belongs to the repository it was opened for: under any other name its id
 is unknown. Callers may give a `lifetime` in seconds: an upload opened longer ago
 than that is unknown too, and its spool goes on that use (gc removes spools only
@@ -37,6 +40,7 @@ from typing import BinaryIO
 from storage import deflate, objects, space
 from storage.digests import Digest
 from storage.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, UploadOutOfOrder
+from storage.filestore import FileStore
 from storage.types import UploadWriter
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -57,9 +61,10 @@ _LOCK_WAIT_SECONDS = 1.0  # for a spool's lock (Uploads._locked)
 
 
 class Uploads:
-    def __init__(self, root: Path, objects_dir: Path) -> None:
+    def __init__(self, root: Path, objects_dir: Path, files: FileStore) -> None:
         self.root = root
         self._objects_dir = objects_dir
+        self._files = files
         self._received: dict[str, _Received] = {}
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +110,8 @@ class Uploads:
     def finish(
         self, repo: str, upload_id: str, digest: Digest, lifetime: float | None = None
     ) -> tuple[bytes, int]:
-        """Make the upload a git object if `digest` matches; (object id, size)."""
+        """Make the upload a git object if `digest` matches, or a layer stored as files;
+        (object id, bytes written)."""
         path = self._data(repo, upload_id, lifetime)
         try:
             with self._locked(path, upload_id) as spool:
@@ -119,6 +125,11 @@ class Uploads:
                         hashes = objects.BlobHashes(received.size)
                 else:
                     hashes = objects.BlobHashes(received.size, digest)
+                spool.seek(objects.SPOOL_PREFIX)
+                stored = self._files.store(deflate.StoredBlocks(spool).read, received.size, digest)
+                if stored is not None:
+                    hashes.close()
+                    return stored.oid, stored.written
                 oid = objects.install_spool(self._objects_dir, spool, path, hashes)
         finally:
             self.cancel(repo, upload_id)

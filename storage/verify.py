@@ -20,6 +20,7 @@ from dulwich.repo import Repo
 from storage import digests, manifests, names, objects
 from storage.digests import Digest
 from storage.errors import StoreError
+from storage.filestore import FileStore
 from storage.layout import FILE_MODE, ObjectCache, entry, find_blob
 
 
@@ -31,6 +32,7 @@ class Checker:
         self._objects = self._repo.object_store
         self._objects.loose_object_size_limit = 1 << 40  # as Store does: big index.json
         self._cache = ObjectCache(self._objects)
+        self._files = FileStore(self._objects, self._cache)
         self._hashes: dict[tuple[bytes, str], str | None] = {}  # (oid, alg) -> hex; None: lost
         self._sizes: dict[bytes, int] = {}  # each blob hashed: its size
         self._lost: dict[bytes, str] = {}  # each blob git cannot give: why
@@ -93,7 +95,7 @@ class Checker:
                 if mode != FILE_MODE:
                     yield None, f"{path}: not a file (mode {mode:o})"
                     continue
-                found = self._hash(oid, digest.algorithm)
+                found = self._hash(oid, digest)
                 if found is None:
                     yield digest, f"{path}: git object {oid.decode()} is {self._lost[oid]}"
                 elif found != digest.hex:
@@ -137,14 +139,14 @@ class Checker:
                 if find_blob(self._cache, tree, ref.digest) is None:
                     yield f"manifest {descriptor.digest} needs {ref.digest}, which is missing"
 
-    def _hash(self, oid: bytes, algorithm: str) -> str | None:
-        """The blob's digest, streamed and remembered; None if git cannot give the object
-        (`_lost` says why)."""
-        key = (oid, algorithm)
+    def _hash(self, oid: bytes, digest: Digest) -> str | None:
+        """The digest of blob `oid` at `digest`'s path (a layer stored as files rebuilt),
+        streamed and remembered; None if git cannot give an object (`_lost` says why)."""
+        key = (oid, digest.algorithm)
         if key not in self._hashes:
-            hasher = Digest(algorithm, "").hasher()
+            hasher = digest.hasher()
             try:
-                with objects.open_blob(self._objects, oid.decode()) as reader:
+                with self._files.open(oid, digest) as reader:
                     while chunk := reader.read(objects.CHUNK):
                         hasher.update(chunk)
                     self._sizes[oid] = reader.size
