@@ -48,10 +48,18 @@ class FileStore:
         self._cache = cache
 
     def store(
-        self, read: Callable[[int], bytes | bytearray], size: int, digest: Digest
+        self,
+        read: tarsplit.Read,
+        size: int,
+        digest: Digest,
+        again: Callable[[], tarsplit.Read] | None = None,
     ) -> Stored | None:
         """Store the `size` bytes `read` gives as files if they are a tar that rebuilds to
-        `digest`; None (nothing named, nothing to undo) if they are not."""
+        `digest`; None (nothing named, nothing to undo) if they are not.
+
+        `again`, when the caller knows those bytes are `digest`'s (checked as they came
+        in), reads them once more from the start: the rebuild is then compared with them
+        (a memcmp) instead of hashed."""
         if size < MIN_SIZE:
             return None
         first = bytes(read(tarsplit.BLOCK))
@@ -71,7 +79,8 @@ class FileStore:
             oid = pack.add(b"blob", pointer.encode()).hex().encode()
             pack.finish()
             written = pack.size
-        if not self._rebuilds(oid, digest, size):
+        rebuilt = self._matches(oid, digest, again()) if again else self._hashes(oid, digest)
+        if not rebuilt:
             log.warning("%s did not rebuild from its files: it is stored whole", digest)
             return None
         return Stored(oid, written)
@@ -94,21 +103,30 @@ class FileStore:
         with self.open(oid, digest) as reader:
             return reader.size
 
-    def _rebuilds(self, oid: bytes, digest: Digest, size: int) -> bool:
-        """Whether blob `oid` reads back as `size` bytes of `digest`: each piece is
-        hashed in another thread while the next is read (hashlib lets go of the GIL)."""
+    def _hashes(self, oid: bytes, digest: Digest) -> bool:
+        """Whether layer `oid` reads back as `digest`'s bytes: each piece is hashed in
+        another thread while the next is read (hashlib lets go of the GIL)."""
         hasher = digest.hasher()
-        total = 0
         hashing: Future[None] | None = None
         with self.open(oid, digest) as reader:
             while chunk := reader.read(_VERIFY_PIECE):
-                total += len(chunk)
                 if hashing is not None:
                     hashing.result()
                 hashing = objects.HASHING.submit(hasher.update, chunk)
         if hashing is not None:
             hashing.result()
-        return total == size and digest.matches(hasher)
+        return digest.matches(hasher)
+
+    def _matches(self, oid: bytes, digest: Digest, source: tarsplit.Read) -> bool:
+        """Whether layer `oid` reads back as the bytes `source` gives, every one."""
+        with self.open(oid, digest) as reader:
+            left = reader.size
+            while left:
+                chunk = reader.read(min(_VERIFY_PIECE, left))
+                if not chunk or chunk != source(len(chunk)):
+                    return False
+                left -= len(chunk)
+        return True
 
 
 def _cost(index: Index) -> int:

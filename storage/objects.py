@@ -34,7 +34,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.pack import PackFileDisappeared
 from isal import isal_zlib
 
-from storage import deflate
+from storage import deflate, packindex
 from storage.digests import Digest
 from storage.errors import DigestInvalid, SizeInvalid
 from storage.types import BlobReader
@@ -500,18 +500,16 @@ class PackedFirst:
 
     def __init__(self, store: DiskObjectStore) -> None:
         self._store = store
-        self._packs = store.packs
+        self._packs = packindex.listed(store.pack_dir)
         self._fds: dict[str, int] = {}  # pack path -> open file
 
     def find(self, oid: str) -> tuple[str, int] | None:
         """The pack and offset of `oid`, if a pack listed holds it."""
-        for pack in self._packs:
-            try:
-                return pack.data.path, pack.index.object_offset(oid.encode())
-            except KeyError:
-                continue
-            except (FileNotFoundError, PackFileDisappeared):
-                return None
+        binary = bytes.fromhex(oid)
+        for path, index in self._packs:
+            offset = index.offset(binary)
+            if offset is not None:
+                return path, offset
         return None
 
     def open(self, oid: str) -> ObjectReader:
@@ -560,6 +558,9 @@ class PackedFirst:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        for _, index in self._packs:
+            index.close()
+        self._packs = []
 
 
 def _open_loose(store: DiskObjectStore, oid: str) -> ObjectReader:

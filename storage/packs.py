@@ -23,10 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.pack import Pack, PackFileDisappeared
 from isal import isal_zlib
 
-from storage import deflate, objects
+from storage import deflate, objects, packindex
 
 _TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}
 _WHOLE = 8 << 20  # objects up to this size are hashed before they are written
@@ -47,8 +46,8 @@ class PackWriter:
         self._writeback = objects.Writeback(self._file)
         self._records = bytearray()  # _RECORD per object written
         self._seen: set[bytes] = set()  # binary ids written here or found stored
-        self._packs = store.packs
-        self._freshened: list[Pack] = []
+        self._packs = packindex.listed(str(self._dir))
+        self._freshened: set[str] = set()  # packs made recent
         self.size = 0  # bytes of the pack so far
 
     def add(self, kind: bytes, data: bytes | bytearray) -> bytes:
@@ -110,19 +109,15 @@ class PackWriter:
         with contextlib.suppress(FileNotFoundError):
             os.utime(os.path.join(self._store.path, hexsha[:2], hexsha[2:]))
             return True
-        for pack in self._packs:
-            try:
-                pack.index.object_offset(hexsha.encode())
-            except KeyError:
+        for path, index in self._packs:
+            if index.offset(oid) is None:
                 continue
-            except (FileNotFoundError, PackFileDisappeared):  # repacked: look as git does
-                return objects.freshen(self._store, hexsha.encode())
-            if pack not in self._freshened:
-                self._freshened.append(pack)
+            if path not in self._freshened:
                 try:
-                    os.utime(pack.data.path)
-                except FileNotFoundError:
+                    os.utime(path)
+                except FileNotFoundError:  # repacked meanwhile: look as git does
                     return objects.freshen(self._store, hexsha.encode())
+                self._freshened.add(path)
             return True
         return False
 
@@ -157,6 +152,8 @@ class PackWriter:
     def close(self) -> None:
         """Drop what was not installed."""
         self._file.close()
+        for _, index in self._packs:
+            index.close()
         for path in (self._tmp, self._tmp.with_suffix(".idx")):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -33,6 +33,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -117,16 +118,17 @@ class Uploads:
             with self._locked(path, upload_id) as spool:
                 received = self._tally(upload_id, spool)
                 spool.truncate(received.length)
-                if received.sha256 is not None and digest.algorithm == "sha256":
-                    if not digest.matches(received.sha256):
+                checked = received.sha256 is not None and digest.algorithm == "sha256"
+                if checked:
+                    if not digest.matches(received.sha256):  # type: ignore[arg-type]
                         raise DigestInvalid(str(digest))
                     hashes = received.git_id  # the digest was checked as the bytes came in
                     if hashes is None or hashes.size != received.size:
                         hashes = objects.BlobHashes(received.size)
                 else:
                     hashes = objects.BlobHashes(received.size, digest)
-                spool.seek(objects.SPOOL_PREFIX)
-                stored = self._files.store(deflate.StoredBlocks(spool).read, received.size, digest)
+                again = (lambda: _spooled(spool)) if checked else None
+                stored = self._files.store(_spooled(spool), received.size, digest, again)
                 if stored is not None:
                     hashes.close()
                     return stored.oid, stored.written
@@ -200,6 +202,12 @@ class Uploads:
                         upload_id, message="upload is in use by another request"
                     ) from None
                 time.sleep(0.01)
+
+
+def _spooled(spool: BinaryIO) -> Callable[[int], bytearray]:
+    """A reader of the spool's bytes, from the first."""
+    spool.seek(objects.SPOOL_PREFIX)
+    return deflate.StoredBlocks(spool).read
 
 
 class SpoolWriter(UploadWriter):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from storage import Store
+from storage.repository import FORMAT
 from tests.storage.images import Image, push_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def test_import_into_a_new_path_creates_the_registry(
     fresh = tmp_path / "fresh.git"
     imported = hroot("import", archive, "--data", fresh)
     assert imported.returncode == 0, imported.stderr
-    assert git(fresh, "config", "hroot.format").strip() == "2"
+    assert git(fresh, "config", "hroot.format").strip() == str(FORMAT)
     assert git(fresh, "log", "--format=%s", "hroot/app") == f"push app:v1 {image.digest}\n"
 
 

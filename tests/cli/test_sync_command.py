@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import Store
+from storage.repository import FORMAT
 from tests.cli.commands import hroot
 from tests.storage.images import push_image, put
 
@@ -66,7 +67,7 @@ def test_sync_creates_the_registry_and_prints_each_change(source: Path, tmp_path
     assert first.stdout == (
         f"hroot/app: new {tips['hroot/app'][:7]}\nhroot/lib+x: new {tips['hroot/lib+x'][:7]}\n"
     )
-    assert git(target, "config", "hroot.format") == "2\n"
+    assert git(target, "config", "hroot.format") == f"{FORMAT}\n"
 
     again = hroot("sync", source, "--data", target)
     assert (again.returncode, again.stdout) == (0, f"up to date with {source}\n")
