@@ -35,6 +35,16 @@ _VERIFY_PIECE = 4 << 20
 
 
 @dataclass
+class Split:
+    """A tar taken apart: every object but the pointer, in a pack not yet installed."""
+
+    pack: PackWriter
+    size: int
+    index: bytes  # binary ids
+    tree: bytes
+
+
+@dataclass
 class Stored:
     """A layer stored as files: its pointer's id (hex) and the bytes of pack written."""
 
@@ -60,30 +70,47 @@ class FileStore:
         `again`, when the caller knows those bytes are `digest`'s (checked as they came
         in), reads them once more from the start: the rebuild is then compared with them
         (a memcmp) instead of hashed."""
+        split = self.split(read, size)
+        return self.install(split, digest, again) if split is not None else None
+
+    def split(self, read: tarsplit.Read, size: int) -> Split | None:
+        """Take the tar apart into a pack not yet installed; None if it is no tar to
+        split (nothing written then)."""
         if size < MIN_SIZE:
             return None
         first = bytes(read(tarsplit.BLOCK))
         if not tarsplit.looks_like_tar(first):
             return None
-        with PackWriter(self._store) as pack:
+        pack = PackWriter(self._store)
+        try:
             sink = _Sink(pack)
-            try:
-                tarsplit.split(_Prefixed(first, read), size, sink)
-            except NotSplittable as reason:
-                log.info("%s is stored whole: %s", digest, reason)
-                return None
-            index = sink.finish(size)
-            index_oid = pack.add(b"blob", index.encode())
-            tree = _layer_tree(pack, index_oid, sink.oids())
-            pointer = Pointer(digest, size, index_oid.hex().encode(), tree.hex().encode())
+            tarsplit.split(_Prefixed(first, read), size, sink)
+            index = pack.add(b"blob", sink.finish(size).encode())
+            return Split(pack, size, index, _layer_tree(pack, index, sink.oids()))
+        except NotSplittable as reason:
+            log.info("a tar of %d bytes is stored whole: %s", size, reason)
+            pack.close()
+            return None
+        except BaseException:
+            pack.close()
+            raise
+
+    def install(
+        self, split: Split, digest: Digest, again: Callable[[], tarsplit.Read] | None = None
+    ) -> Stored | None:
+        """Add `split`'s pointer, install its pack, and check that the layer reads back as
+        `digest` (or as what `again` reads, see `store`); None if it does not."""
+        with split.pack as pack:
+            pointer = Pointer(
+                digest, split.size, split.index.hex().encode(), split.tree.hex().encode()
+            )
             oid = pack.add(b"blob", pointer.encode()).hex().encode()
             pack.finish()
-            written = pack.size
         rebuilt = self._matches(oid, digest, again()) if again else self._hashes(oid, digest)
         if not rebuilt:
             log.warning("%s did not rebuild from its files: it is stored whole", digest)
             return None
-        return Stored(oid, written)
+        return Stored(oid, pack.size)
 
     def open(self, oid: bytes, digest: Digest) -> BlobReader:
         """Blob `oid`, stored at `digest`'s path, streamed: rebuilt if it is a pointer."""

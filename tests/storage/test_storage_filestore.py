@@ -286,3 +286,34 @@ def test_opening_a_format_2_registry_upgrades_it(tmp_path: Path) -> None:
         assert git(store, "config", "filter.hroot.required").strip() == "true"
     finally:
         store.close()
+
+
+def announced_upload(store: Store, data: bytes, length: int, pieces: int = 7) -> str:
+    """An upload whose first write says it brings `length` bytes (a Content-Length), as
+    skopeo's and docker's do."""
+    upload_id = store.start_upload("t")
+    step = len(data) // pieces + 1
+    with store.open_upload("t", upload_id, length=length) as writer:
+        for start in range(0, len(data), step):
+            writer.write(data[start : start + step])
+    return upload_id
+
+
+@pytest.mark.parametrize("announced", [None, tars.BIG, 10 << 20], ids=["right", "short", "long"])
+def test_an_upload_whatever_it_announced_is_stored_as_files(
+    store: Store, announced: int | None
+) -> None:
+    data = tars.python_tar(tarfile.GNU_FORMAT)
+    upload_id = announced_upload(store, data, announced or len(data))
+    digest = str(store.finish_upload("t", upload_id, str(digests.of(data))).digest)
+    assert stored_as_files(store, staged("t")) == [digest]
+    assert read(store, "t", digest) == data
+
+
+def test_an_upload_with_a_wrong_digest_stores_nothing(store: Store) -> None:
+    data = tars.python_tar(tarfile.GNU_FORMAT)
+    upload_id = announced_upload(store, data, len(data))
+    with pytest.raises(DigestInvalid):
+        store.finish_upload("t", upload_id, str(digests.of(data + b"!")))
+    assert git(store, "for-each-ref", "refs/hroot/staging/") == ""  # nothing staged
+    assert not list((store.path / "objects" / "pack").glob("*"))
