@@ -34,6 +34,12 @@ MIN_SIZE = 1 << 20  # smaller tars are stored whole: a pack each is not worth it
 _VERIFY_PIECE = 4 << 20
 
 
+def may_split(size: int, first: bytes | bytearray) -> bool:
+    """Whether a blob of `size` bytes that begins with `first` (512 bytes at least) is
+    one `FileStore.split` takes apart, unless it does not parse to its end."""
+    return size >= MIN_SIZE and tarsplit.looks_like_tar(first)
+
+
 @dataclass
 class Split:
     """A tar taken apart: every object but the pointer, in a pack not yet installed."""
@@ -76,10 +82,8 @@ class FileStore:
     def split(self, read: tarsplit.Read, size: int) -> Split | None:
         """Take the tar apart into a pack not yet installed; None if it is no tar to
         split (nothing written then)."""
-        if size < MIN_SIZE:
-            return None
-        first = bytes(read(tarsplit.BLOCK))
-        if not tarsplit.looks_like_tar(first):
+        first = bytes(read(tarsplit.BLOCK)) if size >= MIN_SIZE else b""
+        if not may_split(size, first):
             return None
         pack = PackWriter(self._store)
         try:

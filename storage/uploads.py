@@ -11,7 +11,8 @@ A git id hashes the blob's size first, which an upload learns only at its end. W
 the first write says how many bytes it brings (a Content-Length), the git id is
 hashed as they arrive for a blob of that size; if that is what the upload ends as,
 as with skopeo and podman, finishing it needs no read at all (a second of a 1 GiB
-push).
+push). Unless it begins as a tar that will be stored as files (storage.filestore),
+which needs no whole id: the hashing is then left for the rare tar that is not.
 
 An upload that is an uncompressed tar may be stored as files instead (storage.filestore),
 if it rebuilds to its digest; the spool then goes, as it does when it is renamed.
@@ -38,10 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from storage import deflate, objects, space
+from storage import deflate, filestore, objects, space
 from storage.digests import Digest
 from storage.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, UploadOutOfOrder
-from storage.filestore import FileStore
 from storage.types import UploadWriter
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -62,7 +62,7 @@ _LOCK_WAIT_SECONDS = 1.0  # for a spool's lock (Uploads._locked)
 
 
 class Uploads:
-    def __init__(self, root: Path, objects_dir: Path, files: FileStore) -> None:
+    def __init__(self, root: Path, objects_dir: Path, files: filestore.FileStore) -> None:
         self.root = root
         self._objects_dir = objects_dir
         self._files = files
@@ -235,7 +235,9 @@ class SpoolWriter(UploadWriter):
         if received.sha256 is not None:
             received.sha256.update(data)
         if received.git_id is not None:
-            if self.size <= received.git_id.size:
+            if self.size == len(data) and filestore.may_split(received.git_id.size, data):
+                received.git_id = None  # a tar: stored as files, its whole id unneeded
+            elif self.size <= received.git_id.size:
                 received.git_id.update(data)
             else:  # longer than expected: the size hashed first was wrong
                 received.git_id.close()
