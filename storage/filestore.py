@@ -90,7 +90,7 @@ class FileStore:
             sink = _Sink(pack)
             tarsplit.split(_Prefixed(first, read), size, sink)
             index = pack.add(b"blob", sink.finish(size).encode())
-            return Split(pack, size, index, _layer_tree(pack, index, sink.oids()))
+            return Split(pack, size, index, _layer_tree(pack, index))
         except NotSplittable as reason:
             log.info("a tar of %d bytes is stored whole: %s", size, reason)
             pack.close()
@@ -189,14 +189,12 @@ class _Sink:
         self._offset = 0  # in the tar, where the records not yet in a chunk begin
         self._starts: list[int] = []
         self._chunks: list[bytes] = []
-        self._contents: set[bytes] = set()
 
     def literal(self, data: bytes) -> None:
         self._literal += data
 
     def content(self, size: int, read: tarsplit.Read) -> None:
         oid = self._pack.add_blob(size, read)
-        self._contents.add(oid)
         self._add(Record(self._literal, size, oid))
 
     def finish(self, size: int) -> Index:
@@ -204,9 +202,6 @@ class _Sink:
             self._add(Record(self._literal, 0, b""))
         self._cut()
         return Index(size, array("Q", self._starts), self._chunks)
-
-    def oids(self) -> set[bytes]:
-        return self._contents | set(self._chunks)
 
     def _add(self, record: Record) -> None:
         self._literal = b""
@@ -227,19 +222,22 @@ class _Sink:
         self._records, self._chunk_literal = [], 0
 
 
-def _layer_tree(pack: PackWriter, index: bytes, oids: set[bytes]) -> bytes:
-    """Write the tree of a layer: `index`, and every other object it needs under
-    `<xx>/<rest of its hex id>`, as git's own objects folder spreads them; its id."""
-    fanout: dict[bytes, list[bytes]] = {}
-    for oid in oids:
-        fanout.setdefault(oid[:1], []).append(oid)
+def _layer_tree(pack: PackWriter, index: bytes) -> bytes:
+    """Write the tree of a layer: `index`, and every other object the pack has taken
+    (contents and chunks of the map, written or found stored) under `<xx>/<rest of its
+    hex id>`, as git's own objects folder spreads them; its id."""
+    fanout: list[list[bytes]] = [[] for _ in range(256)]
+    for oid in pack.taken():
+        if oid != index:
+            fanout[oid[0]].append(oid)
     entries = []
-    for first in sorted(fanout):  # two hex digits sort before "index"
-        sub = b"".join(
-            b"%o %s\x00" % (FILE_MODE, oid[1:].hex().encode()) + oid
-            for oid in sorted(fanout[first])
-        )
-        entries.append(b"%o %s\x00" % (TREE_MODE, first.hex().encode()) + pack.add(b"tree", sub))
+    for first, oids in enumerate(fanout):  # two hex digits sort before "index"
+        if not oids:
+            continue
+        oids.sort()
+        sub = b"".join(b"%o %s\x00%s" % (FILE_MODE, oid[1:].hex().encode(), oid) for oid in oids)
+        oids.clear()
+        entries.append(b"%o %02x\x00" % (TREE_MODE, first) + pack.add(b"tree", sub))
     entries.append(b"%o index\x00" % FILE_MODE + index)
     return pack.add(b"tree", b"".join(entries))
 

@@ -19,7 +19,7 @@ import os
 import secrets
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dulwich.object_store import DiskObjectStore
@@ -98,6 +98,10 @@ class PackWriter:
         self._file.writelines(parts)
         self._records += _RECORD.pack(oid, start, crc)
         self._writeback.wrote()
+
+    def taken(self) -> Iterator[bytes]:
+        """Every object id this pack was given so far, written or found stored."""
+        return iter(self._seen)
 
     def _known(self, oid: bytes) -> bool:
         """Whether the object is written here or stored (then made recent, as
@@ -197,32 +201,27 @@ def _entry_header(kind: int, size: int) -> bytes:
 
 
 def _index(records: bytearray, pack_sum: bytes) -> bytes:
-    """A version 2 pack index of the objects in `records`."""
-    entries = sorted(_RECORD.iter_unpack(records))
-    fanout = [0] * 256
-    for oid, _, _ in entries:
-        fanout[oid[0]] += 1
+    """A version 2 pack index of the objects in `records`, sorted one fan-out bucket
+    at a time (a million objects must not become a million tuples at once)."""
+    buckets: list[bytearray] = [bytearray() for _ in range(256)]
+    for at in range(0, len(records), _RECORD.size):
+        buckets[records[at]] += records[at : at + _RECORD.size]
+    fanout, names, crcs, offsets, large = [], bytearray(), bytearray(), bytearray(), bytearray()
     total = 0
-    for i in range(256):
-        total += fanout[i]
-        fanout[i] = total
-    large: list[int] = []
-    offsets = bytearray()
-    for _, offset, _ in entries:
-        if offset < 0x80000000:
-            offsets += struct.pack(">I", offset)
-        else:
-            offsets += struct.pack(">I", 0x80000000 | len(large))
-            large.append(offset)
+    for bucket in buckets:
+        entries = sorted(_RECORD.iter_unpack(bucket))
+        bucket.clear()
+        total += len(entries)
+        fanout.append(total)
+        for oid, offset, crc in entries:
+            names += oid
+            crcs += struct.pack(">I", crc)
+            if offset < 0x80000000:
+                offsets += struct.pack(">I", offset)
+            else:
+                offsets += struct.pack(">I", 0x80000000 | len(large) // 8)
+                large += struct.pack(">Q", offset)
     body = b"".join(
-        [
-            _IDX_MAGIC,
-            struct.pack(">256I", *fanout),
-            b"".join(oid for oid, _, _ in entries),
-            b"".join(struct.pack(">I", crc) for _, _, crc in entries),
-            bytes(offsets),
-            b"".join(struct.pack(">Q", offset) for offset in large),
-            pack_sum,
-        ]
+        [_IDX_MAGIC, struct.pack(">256I", *fanout), names, crcs, offsets, large, pack_sum]
     )
     return body + hashlib.sha1(body).digest()
