@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store, digests, fsck
+from storage import Store, archives, bundles, digests, fsck, retention, transport
 from storage.errors import DigestInvalid
 from tests import tars
 from tests.documents import image_manifest
@@ -317,3 +317,43 @@ def test_an_upload_with_a_wrong_digest_stores_nothing(store: Store) -> None:
         store.finish_upload("t", upload_id, str(digests.of(data + b"!")))
     assert git(store, "for-each-ref", "refs/hroot/staging/") == ""  # nothing staged
     assert not list((store.path / "objects" / "pack").glob("*"))
+
+
+def test_bundles_and_fetches_carry_layers_stored_as_files(store: Store, tmp_path: Path) -> None:
+    data = tars.python_tar(tarfile.PAX_FORMAT)
+    layer, manifest = push_tar_image(store, "app", "v1", data)
+    bundle = tmp_path / "all.bundle"
+    bundles.create(store.path, bundle)
+    for name, carry in (("bundled", lambda p: bundles.apply(p, bundle)), ("fetched", None)):
+        target = Store.open(tmp_path / f"{name}.git")
+        try:
+            if carry is None:
+                transport.fetch(target.path, str(store.path))
+            else:
+                carry(target.path)
+            assert target.get_manifest("app", "v1").digest == manifest
+            assert read(target, "app", layer) == data
+            assert fsck.check(target.path).problems == []
+        finally:
+            target.close()
+
+
+def test_export_writes_the_layer_rebuilt(store: Store) -> None:
+    data = tars.python_tar(tarfile.GNU_FORMAT)
+    layer, _ = push_tar_image(store, "app", "v1", data)
+    out = io.BytesIO()
+    archives.export_image(store, "app", "v1", out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as archive:
+        member = archive.extractfile(f"blobs/sha256/{layer.removeprefix('sha256:')}")
+        assert member is not None and member.read() == data
+
+
+def test_retention_keeps_a_dropped_layer_staged_with_its_files(store: Store) -> None:
+    data = tars.python_tar(tarfile.GNU_FORMAT)
+    layer, _ = push_tar_image(store, "app", "v1", data)
+    push_tar_image(store, "app", "v1", tars.python_tar(tarfile.GNU_FORMAT, seed=9))
+    dropped = store.retain(retention.Rules(untagged_days=0), expiry=0)
+    assert dropped.manifests
+    assert layer not in stored_as_files(store, "hroot/app")
+    assert layer in stored_as_files(store, staged("app"))
+    assert read(store, "app", layer) == data
