@@ -5,8 +5,9 @@ content, which git deduplicates across layers and versions and deltas on `git gc
 plus a small map of everything else. All of it goes into one pack (storage.packs),
 with a tree that holds every object the layer needs and a pointer blob that stands
 at the layer's `blobs/` path. Before the pointer is handed back, the layer is read
-back from git and hashed: only a layer that rebuilds to its digest is stored this
-way, anything else is stored whole, as it came.
+back from git as a pull reads it, and compared with the bytes it was made from (or,
+where those were not checked against the digest as they came in, hashed): only a
+layer that rebuilds exactly is stored this way, anything else is stored whole.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _VERIFY_PIECE = 4 << 20
 
 def may_split(size: int, first: bytes | bytearray) -> bool:
     """Whether a blob of `size` bytes that begins with `first` (512 bytes at least) is
-    one `FileStore.split` takes apart, unless it does not parse to its end."""
+    one `FileStore.store` takes apart, unless it does not parse to its end."""
     return size >= MIN_SIZE and tarsplit.looks_like_tar(first)
 
 
@@ -76,10 +77,10 @@ class FileStore:
         `again`, when the caller knows those bytes are `digest`'s (checked as they came
         in), reads them once more from the start: the rebuild is then compared with them
         (a memcmp) instead of hashed."""
-        split = self.split(read, size)
-        return self.install(split, digest, again) if split is not None else None
+        split = self._split(read, size)
+        return self._install(split, digest, again) if split is not None else None
 
-    def split(self, read: tarsplit.Read, size: int) -> Split | None:
+    def _split(self, read: tarsplit.Read, size: int) -> Split | None:
         """Take the tar apart into a pack not yet installed; None if it is no tar to
         split (nothing written then)."""
         first = bytes(read(tarsplit.BLOCK)) if size >= MIN_SIZE else b""
@@ -99,7 +100,7 @@ class FileStore:
             pack.close()
             raise
 
-    def install(
+    def _install(
         self, split: Split, digest: Digest, again: Callable[[], tarsplit.Read] | None = None
     ) -> Stored | None:
         """Add `split`'s pointer, install its pack, and check that the layer reads back as

@@ -95,6 +95,8 @@ def split(read: Read, size: int, sink: Sink) -> None:
             _flush(sink, pending)
             sink.content(member, reader.take)
         else:
+            if member > MAX_LITERAL:  # not read into memory to find out
+                raise NotSplittable(f"an extension record of {member} bytes")
             data = reader.take(member)
             if kind == ord("x"):
                 pax_size = _pax_size(data, pax_size)

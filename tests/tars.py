@@ -54,6 +54,10 @@ def python_tar(format_: int, seed: int = 0) -> bytes:
             member.size, member.pax_headers = 6, xattrs
             tar.addfile(member, io.BytesIO(b"ping!\n"))
             _add(tar, "naïve/ünïcødé.txt", b"utf-8 names\n")
+            sized = tarfile.TarInfo("sized-by-pax")  # the PAX `size` record gives the size
+            sized.size, sized.pax_headers = 3000, {"size": "3000"}
+            tar.addfile(sized, io.BytesIO(os.urandom(3000)))
+        _add(tar, "vendor-type", os.urandom(700), type=b"Z")  # unknown: its data is literal
     return out.getvalue()
 
 
