@@ -282,6 +282,7 @@ class Reads:
     repositories: Callable[[], list[str]]
     get_manifest: Callable[[str, str], Manifest]
     size: Callable[[bytes], int]
+    size_ahead: Callable[[list[bytes]], None]  # learn many sizes at once, for `size`
     pushed: Callable[[str, bytes, str], Pushed | None]  # (repo, tip, digest): storage.pushes
     holders: Callable[[list[Digest], list[str]], dict[Digest, list[str]]]  # storage.holders
 
@@ -505,6 +506,7 @@ class History:
         for blobs in held.values():
             for digest in blobs:
                 holders[digest] = holders.get(digest, 0) + 1
+        self._reads.size_ahead([oid for blobs in held.values() for oid in blobs.values()])
         sizes: dict[Digest, int] = {}
         found = []
         for name, tree in tips.items():

@@ -535,6 +535,16 @@ class Store:
 
         return self._cache.get("size", oid, load, _one)
 
+    def _size_ahead(self, oids: list[bytes]) -> None:
+        """Learn the sizes of many blobs that are not cached from one git process: `hroot
+        ls` and the repository list count every blob of the registry (10,000 small ones,
+        stored as deltas, took dulwich 3.3 s of the 5 s the count took, profiled)."""
+        missing = list({oid for oid in oids if not self._cache.holds("size", oid)})
+        if len(missing) < _READ_AHEAD:
+            return
+        for oid, size in gitcli.object_sizes(self.path, missing).items():
+            self._cache.put("size", oid, size, 1)
+
     def _parsed(self, oid: bytes) -> ParsedManifest | None:
         """A stored manifest, parsed; None for one that no longer parses (e.g. pushed by git)."""
         return self._cache.get("manifest", oid, lambda: _parse(self._cache.raw(oid)), _one)
@@ -628,6 +638,7 @@ class Store:
                 self.repositories,
                 self.get_manifest,
                 self._size,
+                self._size_ahead,
                 self._pushes.find,
                 self._holders,
             )
