@@ -25,6 +25,7 @@ SIZES = web.AppKey("ui_sizes", reads.Sizes)
 PREFIX = "/ui/"
 PAGE = 100  # rows of a page when `n` does not say
 HISTORY_PAGE = 50  # commits of a history page: each is a row of the graph
+SHARED_SHOWN = 10  # repositories named beside a layer that others share: a base may be in 2,000
 
 
 def environment() -> jinja2.Environment:
@@ -37,6 +38,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(size=size, signed_size=signed_size, short=short, when=when, value=value)
+    env.globals["shared_shown"] = SHARED_SHOWN
     env.globals["config_lines"] = config_lines  # what `hroot diff` says of two configs
     return env
 
