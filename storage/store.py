@@ -676,8 +676,7 @@ class Store:
     def _holders(
         self, wanted: Sequence[Digest], repositories: Sequence[str]
     ) -> dict[Digest, list[str]]:
-        tips = {repo: refs.read(self._refs, names.branch_ref(repo)) for repo in repositories}
-        return self._holders_index.of(wanted, {r: tip for r, tip in tips.items() if tip})
+        return self._holders_index.of(wanted, repositories)
 
     def summary(self, repo: str, reference: str) -> history.Summary:
         """Manifest `reference` of repo in brief: digest, media type, size, platforms."""
