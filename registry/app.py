@@ -60,7 +60,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
 async def _prepare_lineage(app: web.Application) -> AsyncIterator[None]:
     """Build the store's lineage index in the background while the server starts
     answering; wait for it on the way out, before the store closes."""
-    building = asyncio.ensure_future(app[POOLS].read(app[STORE].prepare_lineage))
+    pools = app[POOLS]
+    building = asyncio.ensure_future(pools.background(app[STORE].prepare_lineage, pools.yielder()))
     building.add_done_callback(_log_failure)
     yield
     with contextlib.suppress(Exception):  # logged when it happened

@@ -35,6 +35,7 @@ _TRAILER = re.compile(r"^([A-Za-z0-9-]+): (.*)$")
 _ACTIONS = ("push", "delete", "create")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BETWEEN_PAUSES = 64  # repositories counted between two pauses of `usage`
 
 
 # --- what the functions return ----------------------------------------------------------
@@ -494,14 +495,16 @@ class History:
                 return None
 
     # ls
-    def usage(self) -> Usage:
-        """Every repository's tip: its counts and bytes, unique and shared."""
-        tips: dict[str, bytes | None] = {
-            name: self._reads.tip(name)[1] for name in self._reads.repositories()
-        }
-        held: dict[str, dict[Digest, bytes]] = {
-            name: layout.blobs(self._cache, tree) for name, tree in tips.items()
-        }
+    def usage(self, pause: Callable[[], None]) -> Usage:
+        """Every repository's tip: its counts and bytes, unique and shared; `pause` is
+        called every few repositories (storage.Store.usage)."""
+        tips: dict[str, bytes | None] = {}
+        held: dict[str, dict[Digest, bytes]] = {}
+        for number, name in enumerate(self._reads.repositories()):
+            if number % _BETWEEN_PAUSES == 0:
+                pause()
+            tips[name] = tree = self._reads.tip(name)[1]
+            held[name] = layout.blobs(self._cache, tree)
         holders: dict[Digest, int] = {}
         for blobs in held.values():
             for digest in blobs:
@@ -509,7 +512,9 @@ class History:
         self._reads.size_ahead([oid for blobs in held.values() for oid in blobs.values()])
         sizes: dict[Digest, int] = {}
         found = []
-        for name, tree in tips.items():
+        for number, (name, tree) in enumerate(tips.items()):
+            if number % _BETWEEN_PAUSES == 0:
+                pause()
             index = layout.read_index(self._cache, tree)
             for digest, oid in held[name].items():
                 sizes[digest] = self._reads.size(oid)

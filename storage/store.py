@@ -61,6 +61,7 @@ __all__ = ["BlobInfo", "BlobReader", "Manifest", "Store", "UploadWriter"]
 GC_EVERY = 500  # commits between two `git gc --auto` (storage.maintenance)
 # Uncached manifests of one layout from which git reads them in one batch (_parse_ahead).
 _READ_AHEAD = 32
+_READ_AHEAD_CHUNK = 512  # manifests parsed ahead at a time
 
 
 P = ParamSpec("P")
@@ -115,10 +116,11 @@ class Store:
         """
         return cls(repository.open_repo(Path(path), create), gc_every)
 
-    def prepare_lineage(self) -> None:
+    def prepare_lineage(self, pause: Callable[[], None] = lineage.no_pause) -> None:
         """Read every repository's images into the lineage index (storage.lineage), so
-        that no push waits for it; a server calls this in the background at start."""
-        self._lineage.prepare()
+        that no push waits for it; a server calls this in the background at start, with
+        a `pause` that lets requests go first, called between pieces of the work."""
+        self._lineage.prepare(pause)
 
     def close(self) -> None:
         self._lineage.close()
@@ -555,11 +557,13 @@ class Store:
             (d, layout.find_blob(self._cache, tree, digests.parse(d["digest"])))
             for d in layout.read_index(self._cache, tree).manifests()
         ]
-        self._parse_ahead([oid for _, oid in found if oid is not None])
-        for d, oid in found:
-            info = self._parsed(oid) if oid is not None else None
-            if info is not None:
-                yield d, info
+        for start in range(0, len(found), _READ_AHEAD_CHUNK):  # a pause may come between
+            chunk = found[start : start + _READ_AHEAD_CHUNK]
+            self._parse_ahead([oid for _, oid in chunk if oid is not None])
+            for d, oid in chunk:
+                info = self._parsed(oid) if oid is not None else None
+                if info is not None:
+                    yield d, info
 
     def _parse_ahead(self, oids: list[bytes]) -> None:
         """Parse many manifests that are not cached through one git process: the lineage
@@ -692,9 +696,10 @@ class Store:
             reader.image(*new, platform, inspect_layers=False),
         )
 
-    def usage(self) -> history.Usage:
-        """Each repository's tags, manifests and bytes, unique to it or shared."""
-        return self._history().usage()
+    def usage(self, pause: Callable[[], None] = lineage.no_pause) -> history.Usage:
+        """Each repository's tags, manifests and bytes, unique to it or shared; `pause`
+        is called between repositories, as in prepare_lineage."""
+        return self._history().usage(pause)
 
 
 def _commit_tree(store: DiskObjectStore, commit: bytes) -> bytes:

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from registry.auth.middleware import may, shown
-from registry.common import blocking, store
+from registry.common import POOLS, blocking, store
 from registry.errors import PaginationNumberInvalid
 from registry.formats import config_lines, short, signed_size, size, value, when
 from registry.paging import NUMBER, page_size
@@ -106,7 +106,8 @@ async def repositories(request: web.Request) -> web.Response:
     names = await blocking(request, store(request).repositories)
     visible = [name for name in names if shown(request, name)]
     sizes = request.app[SIZES]
-    sizes.refresh(partial(blocking, request, store(request).usage))
+    pools = request.app[POOLS]
+    sizes.refresh(partial(pools.background, store(request).usage, pools.yielder()))
     found = await blocking(
         request, reads.repositories, store(request), visible, n, last, sizes.usage
     )
