@@ -33,6 +33,7 @@ from storage import digests, layout, names, objects, refs
 from storage.commits import AUTHOR
 from storage.errors import GitFailed
 from storage.layers import (
+    LIMITS,
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
     Entry,
@@ -203,6 +204,8 @@ class Rootfs:
                     raise Refused(message="the root is not a folder")
                 self._root.entry = entry
                 continue
+            for part in entry.path:
+                _check_git_name(entry, part)
             parent = self._folder(entry.path[:-1], layer)
             name = entry.path[-1]
             assert parent.children is not None
@@ -213,7 +216,6 @@ class Rootfs:
                 if hidden is not None and hidden.layer < layer:
                     del parent.children[name.removeprefix(WHITEOUT_PREFIX)]
             else:
-                _check_git_name(entry, name)
                 self._add(parent, name, self._node(entry, layer, content))
 
     def _node(self, entry: Entry, layer: int, content: BinaryIO | None) -> _Node:
@@ -401,7 +403,7 @@ class Parts:
     cache: ObjectCache
     tip: Callable[[str], tuple[bytes | None, bytes | None]]  # repo -> image branch tip, tree
     parsed: Callable[[bytes], ParsedManifest | None]  # a manifest blob, parsed
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = LIMITS
 
 
 @dataclass

@@ -119,6 +119,9 @@ class Limits:
     file_bytes: int = 2 << 30  # bytes of one file
 
 
+LIMITS = Limits()
+
+
 @dataclass(frozen=True)
 class Entry:
     """One tar entry, checked: `path` relative to the root, no `.` or `..` in it."""

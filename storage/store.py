@@ -49,6 +49,7 @@ from storage.errors import (
     StoreError,
 )
 from storage.index import Descriptor
+from storage.layers import LIMITS, Limits
 from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
@@ -669,14 +670,17 @@ class Store:
     # --- the filesystem view (storage.fsview, docs/format.md §9) ------------------------
     @space.raises_storage_full
     @_writing
-    def build_fs_view(self, repo: str, tag: str | None = None) -> fsview.Built:
+    def build_fs_view(
+        self, repo: str, tag: str | None = None, limits: Limits = LIMITS
+    ) -> fsview.Built:
         """Bring the view `refs/hroot/fs/<repo>` up to repo's tags (with `tag`, build
         that tag's folder only), streaming each new image's layers into git; one commit,
-        none if nothing changed. An image the view refuses is noted, never raised."""
+        none if nothing changed. An image the view refuses (beyond `limits`, hostile,
+        damaged) is noted, never raised."""
         names.check_name(repo)
         if tag is not None:
             names.check_tag(tag)
-        return fsview.build(self._fs_parts(), repo, tag)
+        return fsview.build(dataclasses.replace(self._fs_parts(), limits=limits), repo, tag)
 
     def fs_view_commit(self, repo: str) -> str | None:
         """The commit of repo's view, if it has one."""
