@@ -51,6 +51,19 @@ META_SUFFIX = b".meta"
 META_TITLE = b"# hroot filesystem view (docs/format.md \xc2\xa79): one line per entry, by path"
 IMAGE_COMMIT = "Image-Commit"
 BUILD_ATTEMPTS = 3  # another writer (a `hroot fs build` beside a server) moved the ref
+# pack.compression: the repository's 0 is for layers, compressed already; files are not,
+# and zlib's fastest level keeps them nearly as small as its default, much faster (a
+# 120 MB gzip layer of /usr: 110 MB of pack in 14 s, against 102 MB in 24 s, 2 busy cores).
+# --big-file-threshold=1: no delta against the blob written just before, which is
+# unrelated (8 s of that image); `git gc` finds the deltas between versions of a file.
+FAST_IMPORT = (
+    "-c",
+    "pack.compression=1",
+    "fast-import",
+    "--big-file-threshold=1",
+    "--quiet",
+    "--done",
+)
 _TREE, _FILE, _EXEC, _LINK = b"040000", b"100644", b"100755", b"120000"
 _FOREIGN_OS = "unknown"
 _UNSAFE = re.compile(rb"[\x00-\x20%\x7f]")
@@ -93,14 +106,11 @@ class Writer:
     def __init__(self, gitdir: Path) -> None:
         self._marks = 0
         self._process = subprocess.Popen(
-            # pack.compression: the repository stores layers, already compressed, at 0;
-            # files are not, and git's default level keeps the view small
-            ["git", "--git-dir", str(gitdir), "-c", "pack.compression=-1", "fast-import",
-             "--quiet", "--done"],
+            ["git", "--git-dir", str(gitdir), *FAST_IMPORT],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         assert self._process.stdin is not None
         self._stdin = self._process.stdin
 
