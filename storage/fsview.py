@@ -31,7 +31,7 @@ from dulwich.refs import DiskRefsContainer
 
 from storage import digests, layout, names, objects, refs
 from storage.commits import AUTHOR
-from storage.errors import GitFailed
+from storage.errors import GitFailed, ManifestUnknown, NameUnknown
 from storage.layers import (
     LIMITS,
     OPAQUE_MARKER,
@@ -444,8 +444,9 @@ class _TagView:
 def build(parts: Parts, repo: str, only_tag: str | None = None) -> Built:
     """Bring repo's view up to its tags (with `only_tag`, build that tag alone, keeping
     the other tags' folders as they are while their images stay); no commit when nothing
-    changed. A repository without a branch loses its view. Another writer moving the
-    view meanwhile makes it start again from there."""
+    changed. A repository without a branch loses its view (NameUnknown); a missing
+    `only_tag` is ManifestUnknown. Another writer moving the view meanwhile makes it
+    start again from there."""
     started = time.monotonic()
     for attempt in range(1, BUILD_ATTEMPTS + 1):
         try:
@@ -464,11 +465,12 @@ def _build_once(parts: Parts, repo: str, only_tag: str | None) -> Built:
     view_tip = refs.read(parts.refs, ref)
     image_tip, image_tree = parts.tip(repo)
     if image_tip is None:
-        if view_tip is not None:
-            refs.compare_and_swap(parts.refs, ref, view_tip, None)
-        return built
+        remove(parts, repo)
+        raise NameUnknown(repo)
     index = layout.read_index(parts.cache, image_tree)
     tags = {tag: found["digest"] for tag in index.tags() if (found := index.find(tag))}
+    if only_tag is not None and only_tag not in tags:
+        raise ManifestUnknown(f"{repo}:{only_tag}")
     before = _tag_views(parts, view_tip)
     by_digest = {view.shown.manifest: view for view in before.values()}
     views: dict[str, _TagView] = {}
@@ -503,6 +505,8 @@ def _build_once(parts: Parts, repo: str, only_tag: str | None) -> Built:
         writer.kill()
         raise
     built.commit = (refs.read(parts.refs, ref) or b"").decode()
+    if parts.tip(repo)[0] is None:  # removed while it was built (Store.remove)
+        remove(parts, repo)
     return built
 
 

@@ -676,7 +676,8 @@ class Store:
         """Bring the view `refs/hroot/fs/<repo>` up to repo's tags (with `tag`, build
         that tag's folder only), streaming each new image's layers into git; one commit,
         none if nothing changed. An image the view refuses (beyond `limits`, hostile,
-        damaged) is noted, never raised."""
+        damaged) is noted, never raised; NameUnknown (its view dropped) for a repository
+        that does not exist, ManifestUnknown for a tag it has not."""
         names.check_name(repo)
         if tag is not None:
             names.check_tag(tag)
