@@ -65,9 +65,10 @@ FAST_IMPORT = (
     "--done",
 )
 _TREE, _FILE, _EXEC, _LINK = b"040000", b"100644", b"100755", b"120000"
-_FOREIGN_OS = "unknown"
-_UNSAFE = re.compile(rb"[\x00-\x20%\x7f]")
-_QUOTED = re.compile(rb"%([0-9A-F]{2})")  # an index's entry for attestations, not a platform
+_FOREIGN_OS = "unknown"  # an index's entry for attestations, not a platform
+_UNSAFE = re.compile(rb"[\x00-\x20%\x7f]")  # written %XX in a .meta
+_QUOTED = re.compile(rb"%([0-9A-F]{2})")
+_C_ESCAPED = re.compile(rb'[\x00-\x1f"\\\x7f]')  # escaped in a path fast-import reads
 
 
 def fs_ref(name: str) -> bytes:
@@ -549,7 +550,6 @@ def _build_manifest(
                 view.shown.refused[folder] = "not an image stored here"
             else:
                 _build_image(parts, writer, image_tree, image, view, folder)
-    view.files.sort(key=lambda command: command[1])
     view.meta_lines.sort()
     return view
 
@@ -612,15 +612,7 @@ def _tree_lines(views: dict[str, _TagView]) -> Iterator[bytes]:
 
 def _c_quoted(path: bytes) -> bytes:
     """A path as fast-import reads any path: in double quotes, C escapes inside."""
-    out = bytearray(b'"')
-    for byte in path:
-        if byte in (0x22, 0x5C):
-            out += b"\\" + bytes((byte,))
-        elif byte < 0x20 or byte == 0x7F:
-            out += b"\\%03o" % byte
-        else:
-            out.append(byte)
-    return bytes(out + b'"')
+    return b'"' + _C_ESCAPED.sub(lambda match: b"\\%03o" % match[0][0], path) + b'"'
 
 
 def _message(repo: str, built: Built, image_tip: bytes) -> str:

@@ -101,6 +101,7 @@ def test_view_holds_every_kind_of_entry_and_what_trees_cannot(store: Store) -> N
         entry("run/pipe", tarfile.FIFOTYPE, mode=0o600),
         folder("home/user/empty", uid=1000, gid=1000, uname="user", gname="user", mode=0o700),
         entry("name with space%", data=b"x"),
+        entry('odd/new\nline "quoted" back\\slash é', data=b"odd"),
     )
     push(store, "v1", gzip.compress(layer))
     built = build(store)
@@ -115,6 +116,7 @@ def test_view_holds_every_kind_of_entry_and_what_trees_cannot(store: Store) -> N
         "v1/etc/abs": "120000",
         "v1/bin/tool2": "100755",
         "v1/name with space%": "100644",
+        '"v1/odd/new\\nline \\"quoted\\" back\\\\slash \\303\\251"': "100644",
     }
     assert git(store, "show", "hroot/fs/app:v1/bin/tool2") == "#!/bin/sh\n"
     assert git(store, "cat-file", "-p", "hroot/fs/app:v1/etc/abs") == "/etc/passwd"
@@ -139,6 +141,8 @@ def test_view_holds_every_kind_of_entry_and_what_trees_cannot(store: Store) -> N
         "/home/user/empty dir 0700 1000:1000 uname=user gname=user mtime=1700000000"
     )
     assert entry_line(lines, "/name%20with%20space%25").startswith("/name%20with%20space%25 file")
+    odd = '/odd/new%0Aline%20"quoted"%20back\\slash%20é'
+    assert entry_line(lines, odd).startswith(odd + " file 0644 ")
     commit = git(store, "log", "-1", "--format=%s%n%(trailers:key=Image-Commit,valueonly)",
                  "hroot/fs/app").split()  # fmt: skip
     assert commit == [
