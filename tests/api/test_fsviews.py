@@ -86,3 +86,16 @@ def test_fs_view_setting_from_toml_and_flags(tmp_path: Path) -> None:
     toml.write_text("fs_view = true\n")
     with pytest.raises(ConfigError, match="fs_view"):
         load_config(toml, env={})
+
+
+async def test_git_over_http_carries_no_views(make_api: MakeApi, store: Store) -> None:
+    api = await make_api(fs_view=("*",))
+    await api.push_image("app", "v1", (tar_of({"a": b"a"}),))
+    await view_moves(store, "app", None)
+    url = str(api.client.make_url("/git/"))
+    listing = await asyncio.create_subprocess_exec(
+        "git", "ls-remote", url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await listing.communicate()
+    assert listing.returncode == 0, err
+    assert [line.split("\t")[1] for line in out.decode().splitlines()] == ["refs/heads/hroot/app"]
