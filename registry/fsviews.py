@@ -21,6 +21,7 @@ from registry.access import matches
 from registry.common import CONFIG, POOLS, STORE
 from registry.pools import Pools
 from storage import Store
+from storage.fsview import Built
 from storage.types import Committed
 
 log = logging.getLogger("hroot.fsview")
@@ -38,15 +39,25 @@ class FsViews:
         self._waiting: set[str] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.builds = 0  # builds done, for tests and metrics
+        self._task: asyncio.Task[None] | None = None
+        self._building: asyncio.Future[Built] | None = None
         store.on_commit(self._heard)
 
-    def start(self) -> asyncio.Task[None]:
+    def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        return asyncio.create_task(self._run(), name="fs views")
+        self._task = asyncio.create_task(self._run(), name="fs views")
 
-    def stop(self) -> None:
-        self._loop = None  # the store, which may outlive the app, is heard no more
+    async def stop(self) -> None:
+        """Hear no more commits (the store may outlive the app) and let a build under way
+        end, before the store closes: its thread writes to git until then."""
+        self._loop = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._building is not None:
+            with contextlib.suppress(Exception):  # logged by _build
+                await self._building
 
     def _heard(self, committed: Committed) -> None:
         """Store.on_commit, in the writing thread: note the repository on the loop."""
@@ -69,12 +80,14 @@ class FsViews:
                 await self._build(repository)
 
     async def _build(self, repository: str) -> None:
+        self._building = asyncio.ensure_future(
+            self._pools.write(self._store.build_fs_view, repository)
+        )
         try:
-            built = await self._pools.write(self._store.build_fs_view, repository)
+            built = await asyncio.shield(self._building)
         except Exception as error:  # one line: the next commit tries again
             log.error("fs view of %s not built: %s", repository, error)
             return
-        self.builds += 1
         for where, reason in sorted(built.refused.items()):
             log.warning("fs view of %s:%s refused: %s", repository, where, reason)
         if built.commit is not None:
@@ -100,10 +113,6 @@ def setup(app: web.Application) -> None:
 
 
 async def _building(app: web.Application) -> AsyncIterator[None]:
-    views = app[FS_VIEWS]
-    task = views.start()
+    app[FS_VIEWS].start()
     yield
-    views.stop()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await app[FS_VIEWS].stop()
