@@ -79,16 +79,17 @@ def fs_ref(name: str) -> bytes:
 
 
 class _Node:
-    """One path of the filesystem: `entry` None for a folder no tar entry declared;
+    """One path of the filesystem, in as few bytes as will do (an image may have 500,000):
+    `meta` is its `.meta` line after the path, None for a folder no tar entry declared;
     `kind` is what it holds (a hard link holds its target's kind); `data` is the
     fast-import mark of a file's or symlink's content."""
 
-    __slots__ = ("children", "data", "entry", "kind", "layer", "mode")
+    __slots__ = ("children", "data", "kind", "layer", "meta", "mode")
 
     def __init__(
         self, entry: Entry | None, kind: str, layer: int, mode: int = 0o755, data: bytes = b""
     ) -> None:
-        self.entry = entry
+        self.meta = _meta_fields(entry) if entry is not None else None
         self.kind = kind
         self.layer = layer
         self.mode = mode
@@ -213,7 +214,7 @@ class Rootfs:
             if not entry.path:
                 if entry.kind != "dir":
                     raise Refused(message="the root is not a folder")
-                self._root.entry = entry
+                self._root.meta = _meta_fields(entry)
                 continue
             for part in entry.path:
                 _check_git_name(entry, part)
@@ -250,7 +251,7 @@ class Rootfs:
         assert parent.children is not None
         old = parent.children.get(name)
         if node.kind == "dir" and old is not None and old.children is not None:
-            old.entry, old.layer, old.mode = node.entry, node.layer, node.mode  # merged
+            old.meta, old.layer, old.mode = node.meta, node.layer, node.mode  # merged
         else:
             parent.children[name] = node
 
@@ -282,16 +283,16 @@ class Rootfs:
         metadata lines, every entry's (docs/format.md §9)."""
         files: list[tuple[bytes, bytes]] = []
         meta: list[bytes] = []
-        if self._root.entry is not None:
-            meta.append(_meta_line(b"", self._root))
+        if self._root.meta is not None:
+            meta.append(_meta_line(b"", self._root.meta))
         stack: list[tuple[bytes, _Node]] = [(b"", self._root)]
         while stack:
             prefix, folder = stack.pop()
             assert folder.children is not None
             for name, node in folder.children.items():
                 path = prefix + _raw(name)
-                if node.entry is not None:
-                    meta.append(_meta_line(path, node))
+                if node.meta is not None:
+                    meta.append(_meta_line(path, node.meta))
                 if node.children is not None:
                     stack.append((path + b"/", node))
                 elif node.kind in ("file", "symlink"):
@@ -346,15 +347,13 @@ def unquote(data: bytes) -> bytes:
     return _QUOTED.sub(lambda match: bytes.fromhex(match[1].decode()), data)
 
 
-def _meta_line(path: bytes, node: _Node) -> bytes:
-    entry = node.entry
-    assert entry is not None
-    fields = [
-        b"/" + quote(path),
-        entry.kind.encode(),
-        b"%04o" % entry.mode,
-        b"%d:%d" % (entry.uid, entry.gid),
-    ]
+def _meta_line(path: bytes, fields: bytes) -> bytes:
+    return b"/" + quote(path) + b" " + fields + b"\n"
+
+
+def _meta_fields(entry: Entry) -> bytes:
+    """What a `.meta` line says of an entry after its path (docs/format.md §9)."""
+    fields = [entry.kind.encode(), b"%04o" % entry.mode, b"%d:%d" % (entry.uid, entry.gid)]
     if entry.uname:
         fields.append(b"uname=" + quote(_raw(entry.uname)))
     if entry.gname:
@@ -365,7 +364,7 @@ def _meta_line(path: bytes, node: _Node) -> bytes:
     if entry.kind in ("char", "block"):
         fields.append(b"dev=%d,%d" % entry.device)
     fields += [quote(_raw(key)) + b"=" + quote(_raw(value)) for key, value in entry.pax]
-    return b" ".join(fields) + b"\n"
+    return b" ".join(fields)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class Limits:
 LIMITS = Limits()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One tar entry, checked: `path` relative to the root, no `.` or `..` in it."""
 
