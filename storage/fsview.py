@@ -278,13 +278,15 @@ class Rootfs:
             node = node.children.get(name)
         return node
 
-    def listing(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
-        """(file commands without their paths' folder, path) for the tree, and the
-        metadata lines, every entry's (docs/format.md §9)."""
-        files: list[tuple[bytes, bytes]] = []
+    def listing(self, tree_folder: bytes, meta_folder: bytes) -> tuple[bytes, list[bytes]]:
+        """The fast-import file commands of the files, under `tree_folder` (a tag's, or a
+        platform's in it), as one string; and the `.meta` lines of every entry, their
+        paths under `meta_folder` ("" for the tag's own image, else the platform's)."""
+        files: list[bytes] = []
         meta: list[bytes] = []
         if self._root.meta is not None:
-            meta.append(_meta_line(b"", self._root.meta))
+            meta.append(_meta_line(meta_folder, self._root.meta))
+        meta_prefix = meta_folder + b"/" if meta_folder else b""
         stack: list[tuple[bytes, _Node]] = [(b"", self._root)]
         while stack:
             prefix, folder = stack.pop()
@@ -292,14 +294,13 @@ class Rootfs:
             for name, node in folder.children.items():
                 path = prefix + _raw(name)
                 if node.meta is not None:
-                    meta.append(_meta_line(path, node.meta))
+                    meta.append(_meta_line(meta_prefix + path, node.meta))
                 if node.children is not None:
                     stack.append((path + b"/", node))
                 elif node.kind in ("file", "symlink"):
-                    mode = _git_mode(node)
-                    files.append((b"M %s %s " % (mode, node.data), path))
-        meta.sort()
-        return files, meta
+                    quoted = _c_quoted(tree_folder + b"/" + path)
+                    files.append(b"M %s %s %s\n" % (_git_mode(node), node.data, quoted))
+        return b"".join(files), meta
 
 
 def _git_mode(node: _Node) -> bytes:
@@ -348,6 +349,7 @@ def unquote(data: bytes) -> bytes:
 
 
 def _meta_line(path: bytes, fields: bytes) -> bytes:
+    """A `.meta` line: the path from the tag's folder (b"" its root), then `fields`."""
     return b"/" + quote(path) + b" " + fields + b"\n"
 
 
@@ -431,14 +433,17 @@ class Built:
 
 @dataclass
 class _TagView:
-    """A tag's part of a view: its folder (a tree of the view before, or file commands of
-    a build now) and its `.meta` (a blob of the view before, or lines built now)."""
+    """A tag's part of a view: its folder and its `.meta`, of the view before (a tree and
+    a blob) or built now (the fast-import file commands that make the folder of
+    `first_tag`, which other tags of the same image copy, and the `.meta` itself), kept
+    as strings: a few bytes an entry where Python objects would take hundreds."""
 
     shown: Shown
     tree: bytes | None = None
     meta_blob: bytes | None = None
-    files: list[tuple[bytes, bytes]] = field(default_factory=list)
-    meta_lines: list[bytes] = field(default_factory=list)
+    first_tag: bytes = b""
+    files: bytes = b""
+    meta: bytes = b""
 
 
 def build(parts: Parts, repo: str, only_tag: str | None = None) -> Built:
@@ -493,7 +498,7 @@ def _build_once(parts: Parts, repo: str, only_tag: str | None) -> Built:
     writer = Writer(parts.gitdir)
     try:
         for digest, tagged in sorted(to_build.items()):
-            view = _build_manifest(parts, writer, image_tree, digest)
+            view = _build_manifest(parts, writer, image_tree, digest, tagged[0])
             for tag in tagged:
                 views[tag] = view
                 for folder, reason in view.shown.refused.items():
@@ -526,15 +531,18 @@ def _tag_views(parts: Parts, view_tip: bytes | None) -> dict[str, _TagView]:
 
 
 def _build_manifest(
-    parts: Parts, writer: Writer, image_tree: bytes | None, digest: str
+    parts: Parts, writer: Writer, image_tree: bytes | None, digest: str, tag: str
 ) -> _TagView:
-    """The view of manifest `digest`: an image, or each platform's image of an index."""
+    """The view of manifest `digest`, in the folder of `tag`: an image, or each platform's
+    image of an index."""
     parsed = _manifest(parts, image_tree, digest)
-    view = _TagView(Shown(digest, {}, {}))
+    view = _TagView(Shown(digest, {}, {}), first_tag=tag.encode())
+    files: list[bytes] = []
+    meta: list[bytes] = []
     if parsed is None:
         view.shown.refused["."] = "the manifest is not stored here or does not parse"
     elif parsed.media_type not in INDEX_TYPES:
-        _build_image(parts, writer, image_tree, parsed, view, "")
+        _build_image(parts, writer, image_tree, parsed, view, "", files, meta)
     else:
         for child in parsed.children:
             platform = child.platform
@@ -548,8 +556,10 @@ def _build_manifest(
             if image is None or image.media_type in INDEX_TYPES:
                 view.shown.refused[folder] = "not an image stored here"
             else:
-                _build_image(parts, writer, image_tree, image, view, folder)
-    view.meta_lines.sort()
+                _build_image(parts, writer, image_tree, image, view, folder, files, meta)
+    view.files = b"".join(files)
+    meta.sort()
+    view.meta = _header(view.shown) + b"".join(meta)
     return view
 
 
@@ -560,9 +570,12 @@ def _build_image(
     image: ParsedManifest,
     view: _TagView,
     folder: str,
+    files: list[bytes],
+    meta: list[bytes],
 ) -> None:
-    """One image's layers into `view`, in `folder` ("" for the tag's own); a refusal is
-    noted in the view (the folder stays out of it), not raised."""
+    """One image's layers, its file commands and `.meta` lines added to `files` and
+    `meta`, in `folder` of the tag's ("" for the tag's own); a refusal is noted in the
+    view (the folder stays out of it), not raised."""
     rootfs = Rootfs(writer, parts.limits)
     try:
         for number, digest in enumerate(image.layers):
@@ -577,15 +590,10 @@ def _build_image(
     except Refused as refused:
         view.shown.refused[folder or "."] = refused.message
         return
-    files, meta = rootfs.listing()
-    prefix = folder.encode() + b"/" if folder else b""
-    view.files += [(command, prefix + path) for command, path in files]
-    view.meta_lines += [_in_folder(folder, line) for line in meta] if folder else meta
-
-
-def _in_folder(folder: str, line: bytes) -> bytes:
-    """A metadata line of a platform's image, its path put under the platform's folder."""
-    return b"/" + quote(folder.encode()) + (line if not line.startswith(b"/ ") else line[1:])
+    tree_folder = view.first_tag + (b"/" + folder.encode() if folder else b"")
+    image_files, image_meta = rootfs.listing(tree_folder, folder.encode())
+    files.append(image_files)
+    meta += image_meta
 
 
 def _manifest(parts: Parts, image_tree: bytes | None, digest: str) -> ParsedManifest | None:
@@ -594,19 +602,22 @@ def _manifest(parts: Parts, image_tree: bytes | None, digest: str) -> ParsedMani
 
 
 def _tree_lines(views: dict[str, _TagView]) -> Iterator[bytes]:
-    """fast-import file commands of the whole view: each tag's folder and `.meta`."""
+    """fast-import file commands of the whole view: each tag's folder and `.meta`.
+    Tags come sorted, so the first tag of an image built now is written before the
+    others copy its folder."""
     for tag, view in sorted(views.items()):
         folder = tag.encode()
         if view.tree is not None:
             yield b"M %s %s %s\n" % (_TREE, view.tree, folder)
-        for command, path in view.files:
-            yield command + _c_quoted(folder + b"/" + path) + b"\n"
+        elif view.first_tag == folder:
+            yield view.files
+        elif view.files:
+            yield b"C %s %s\n" % (view.first_tag, folder)
         meta_path = META_FOLDER + b"/" + folder + META_SUFFIX
         if view.meta_blob is not None:
             yield b"M %s %s %s\n" % (_FILE, view.meta_blob, meta_path)
         else:
-            meta = _header(view.shown) + b"".join(view.meta_lines)
-            yield b"M %s inline %s\ndata %d\n%s\n" % (_FILE, meta_path, len(meta), meta)
+            yield b"M %s inline %s\ndata %d\n%s\n" % (_FILE, meta_path, len(view.meta), view.meta)
 
 
 def _c_quoted(path: bytes) -> bytes:

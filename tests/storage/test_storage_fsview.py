@@ -398,3 +398,15 @@ def test_gc_keeps_what_the_view_holds(store: Store) -> None:
     store.gc(expiry=0)
     assert git(store, "show", "hroot/fs/app:v1/etc/x") == "kept by the view\n"
     assert_fsck_clean(store)
+
+
+def test_tags_of_one_image_built_together_have_the_same_folder(store: Store) -> None:
+    digest = push(store, "v1", tar(entry("etc/x", data=b"x"), symlink("etc/y", "x")))
+    store.put_manifest("app", "latest", store.get_manifest("app", digest).body)
+    store.put_manifest("app", "a-first", store.get_manifest("app", digest).body)
+    assert build(store).built == ["a-first", "latest", "v1"]
+    folders = {
+        tag: git(store, "rev-parse", f"hroot/fs/app:{tag}") for tag in ("a-first", "latest", "v1")
+    }
+    assert len(set(folders.values())) == 1
+    assert meta(store, "latest") == meta(store, "v1")
