@@ -1,5 +1,6 @@
 """python -m bench: hroot next to CNCF Distribution; python -m bench blob: the store alone;
-python -m bench replication: a primary and its followers."""
+python -m bench replication: a primary and its followers; python -m bench debian: build
+(or show) the cached Debian image series."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import blob, replication, report, runner
+from bench import blob, debian, replication, report, runner
 from bench.workloads import Workload, workloads
 
 INSTALL = {
@@ -78,6 +79,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     micro.add_argument("--size-mib", type=int, default=1024)
     micro.add_argument("--json", type=Path, default=Path("bench-results-blob.json"))
     micro.add_argument("--workdir", type=Path)
+    commands.add_parser(
+        "debian", help="build the cached series of 10 Debian rootfs versions (needs root)"
+    )
     follow = commands.add_parser(
         "replication", help="a primary and two followers: push-to-pull delay, bytes fetched"
     )
@@ -96,7 +100,20 @@ def run_registries(args: argparse.Namespace, work: Path) -> int:
     if not chosen:
         print(f"no workload numbered {sorted(args.only)}", file=sys.stderr)
         return 2
+    for workload in list(chosen):  # a workload that cannot run with this checkout says why
+        reason = workload.skip()
+        if reason:
+            print(f"workload {workload.number} skipped: {reason}", file=sys.stderr)
+            chosen.remove(workload)
+    if not chosen:
+        return 2
     if not ready(["docker-registry", *(t for w in chosen for t in w.tools)], ["registry.__main__"]):
+        return 2
+    lacking = [m for w in chosen for m in w.missing()]
+    if lacking:
+        print(
+            "missing, nothing was run:\n  " + "\n  ".join(dict.fromkeys(lacking)), file=sys.stderr
+        )
         return 2
     if args.rounds:
         for workload in chosen:
@@ -137,6 +154,8 @@ def run_replication(args: argparse.Namespace, work: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.command == "debian":
+        return debian.main()
     command = {"blob": run_blob, "replication": run_replication}.get(args.command, run_registries)
     with tempfile.TemporaryDirectory(prefix="hroot-bench-", dir=args.workdir) as work:
         return command(args, Path(work))

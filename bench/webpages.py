@@ -35,8 +35,9 @@ async def page_times(base: str, repo: str, other: str, middle: str, image: str) 
         f"repository list after {other}": f"/ui/?n=100&last={other}",
         f"tags of {repo}": f"/ui/r/{repo}",
         f"tags of {repo} after {middle}": f"/ui/r/{repo}?n=100&last={middle}",
-        f"history of {repo}": f"/ui/r/{repo}/history",
-        f"image {repo}:{image}": f"/ui/r/{repo}/i/{image}",
+        f"history of {repo}": f"/ui/r/{repo}/-/history",
+        f"image {repo}:{image}": f"/ui/r/{repo}/-/i/{image}",
+        f"diff {repo}:{middle} {image}": f"/ui/r/{repo}/-/diff?a={middle}&b={image}",
     }
     metrics: dict[str, float] = {}
     async with aiohttp.ClientSession(base) as session:

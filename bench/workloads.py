@@ -66,6 +66,14 @@ class Workload:
     def params(self) -> dict[str, object]:
         return {}
 
+    def skip(self) -> str | None:
+        """Why this checkout cannot run the workload at all, if it cannot."""
+        return None
+
+    def missing(self) -> list[str]:
+        """What the machine lacks for the workload, each with how to get it."""
+        return []
+
     def servers(self) -> list[Server]:
         """The registries compared, hroot first."""
         return [Hroot(self.home / "hroot"), Distribution(self.home / "distribution")]
@@ -613,6 +621,9 @@ class PullThrough(Workload):
 
 def workloads(root: Path, scale: float) -> list[Workload]:
     """All workloads at the given scale, each with its own folder under root."""
+    from bench.series import DebianSeries  # it builds on this module
+
+    series = scaled(10, scale, minimum=3)
     return [
         SkopeoPushPull(root / "1", 1, 1, scaled(GiB, scale)),
         SkopeoPushPull(root / "2", 2, 50, scaled(MiB, scale)),
@@ -628,4 +639,7 @@ def workloads(root: Path, scale: float) -> list[Workload]:
         ),
         Retention(root / "9", 20, 5, scaled(8 * MiB, scale)),
         PullThrough(root / "10", 4, scaled(50 * MiB, scale)),
+        DebianSeries(root / "11", 11, series, compressed=True),
+        DebianSeries(root / "12", 12, series, compressed=False),
+        DebianSeries(root / "13", 13, series, compressed=True, hroot_args=("--fs-view", "*")),
     ]

@@ -48,7 +48,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     limits.setup(app)
     events.setup(app)
     fsviews.setup(app)
-    metrics.setup(app)  # after follow: it reports a follower's lag
+    metrics.setup(app)  # after follow and events: it reports a follower's lag and webhooks
     health.setup(app)
     ui.setup(app)
     app.cleanup_ctx.append(_prepare_lineage)

@@ -75,6 +75,10 @@ class Sink:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     def start(self) -> None:
         self._session = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name=f"webhook {self.webhook}")

@@ -30,6 +30,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from registry.common import POOLS, STORE
+from registry.events import EVENTS, Events, Sink
 from registry.follow import FOLLOWER, Follower
 from registry.housekeeping import GC_RUNS, GcRuns
 from storage import Store
@@ -152,10 +153,43 @@ class UpkeepCollector(Collector):
         )
 
 
+class WebhookCollector(Collector):
+    """Each webhook's events delivered, dropped and waiting, read when collected."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self._sinks = sinks
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        help_ = "Events of each webhook (its URL without credentials)"
+        delivered = CounterMetricFamily(
+            "hroot_webhook_events_delivered", f"{help_} its endpoint accepted", labels=["webhook"]
+        )
+        dropped = CounterMetricFamily(
+            "hroot_webhook_events_dropped",
+            f"{help_} dropped: the oldest of a full queue, or given up after retries",
+            labels=["webhook"],
+        )
+        waiting = GaugeMetricFamily(
+            "hroot_webhook_events_queued", f"{help_} waiting to be sent", labels=["webhook"]
+        )
+        for sink in self._sinks:
+            name = [str(sink.webhook)]
+            delivered.add_metric(name, sink.delivered)
+            dropped.add_metric(name, sink.dropped)
+            waiting.add_metric(name, sink.queued)
+        yield from (delivered, dropped, waiting)
+
+
 class Metrics:
     """The app's registry and the series the middleware and the store's listener move."""
 
-    def __init__(self, store: Store, follower: Follower | None, gc_runs: GcRuns) -> None:
+    def __init__(
+        self,
+        store: Store,
+        follower: Follower | None,
+        gc_runs: GcRuns,
+        events: Events | None = None,
+    ) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "hroot_http_requests",
@@ -200,6 +234,8 @@ class Metrics:
         )
         registry.register(StoreCollector(store))
         registry.register(UpkeepCollector(store, gc_runs))
+        if events is not None:
+            registry.register(WebhookCollector(events.sinks))
         if follower is not None:
             lag = Gauge(
                 "hroot_follower_lag_seconds",
@@ -252,7 +288,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def setup(app: web.Application) -> None:
     """Measure `app`'s requests from outside every other middleware, and serve /metrics."""
-    app[METRICS] = metrics = Metrics(app[STORE], app.get(FOLLOWER), app[GC_RUNS])
+    app[METRICS] = metrics = Metrics(app[STORE], app.get(FOLLOWER), app[GC_RUNS], app.get(EVENTS))
     app[STORE].on_commit(metrics.committed)
     app.middlewares.insert(0, measure)
     app.router.add_routes(routes(app))

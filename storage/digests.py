@@ -42,6 +42,14 @@ def parse(text: str) -> Digest:
     return Digest(match.group(1), match.group(2))
 
 
+def parse_or_none(text: str) -> Digest | None:
+    """`parse`, with None for what is not a digest (as a stored document may hold)."""
+    try:
+        return parse(text)
+    except DigestInvalid:
+        return None
+
+
 def is_digest(reference: str) -> bool:
     """True when a manifest reference looks like a digest rather than a tag."""
     return ":" in reference

@@ -31,7 +31,6 @@ import fcntl
 import itertools
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +42,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Tree
 from dulwich.refs import DiskRefsContainer
 
-from storage import names, refs
+from storage import gitcli, names, refs
 from storage.errors import GitFailed, StoreError
 from storage.retention import Dropped
 from storage.transport import INCOMING_PREFIX
@@ -271,7 +270,8 @@ def collect(
 
 def usage(gitdir: Path) -> Usage:
     """Objects by `git count-objects -v`; bytes of every file under objects/ and the spools."""
-    counted = dict(line.split(": ", 1) for line in _git(gitdir, "count-objects", "-v").splitlines())
+    lines = gitcli.run(gitdir, "count-objects", "-v").splitlines()
+    counted = dict(line.split(": ", 1) for line in lines)
     total = 0
     for folder in (gitdir / "objects", gitdir / "hroot" / "uploads"):
         for root, _, files in os.walk(folder):
@@ -362,27 +362,15 @@ def ref_mtime(gitdir: Path, ref: bytes) -> float:
 
 
 def _git_beside_git(gitdir: Path, *args: str, attempts: int = 5) -> str:
-    """`_git`, again after a pause if it fails: a `git gc` a person runs meanwhile
+    """`gitcli.run`, again after a pause if it fails: a `git gc` a person runs meanwhile
     replaces the packs that a repack is reading ("cannot open pack index") or holds
     the lock that a commit-graph write wants."""
     for pause in range(1, attempts):
         try:
-            return _git(gitdir, *args)
+            return gitcli.run(gitdir, *args)
         except GitFailed:
             time.sleep(pause)
-    return _git(gitdir, *args)
-
-
-def _git(gitdir: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "--git-dir", str(gitdir), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise GitFailed(message=f"git {args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
+    return gitcli.run(gitdir, *args)
 
 
 def _mtime(path: Path) -> float:

@@ -9,7 +9,7 @@ Values come back as dataclasses; printing them is the command line's business.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +17,12 @@ from typing import Any
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
-from storage import layout, manifests, objects
+from storage import digests, layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.fsview import FileChange
 from storage.index import TAG_ANNOTATION, Index
-from storage.layers import Refused, decompressed
+from storage.layers import Refused, compressed, decompressed
 from storage.layout import ObjectCache
 from storage.manifests import INDEX_TYPES, load_json
 from storage.pushes import Pushed
@@ -280,7 +280,9 @@ class Reads:
     repositories: Callable[[], list[str]]
     get_manifest: Callable[[str, str], Manifest]
     size: Callable[[bytes], int]
-    pushes: Callable[[str, bytes], Mapping[str, Pushed]]  # (repo, tip) -> storage.pushes
+    size_ahead: Callable[[list[bytes]], None]  # learn many sizes at once, for `size`
+    pushed: Callable[[str, bytes, str], Pushed | None]  # (repo, tip, digest): storage.pushes
+    holders: Callable[[list[Digest], list[str]], dict[Digest, list[str]]]  # storage.holders
 
 
 class History:
@@ -396,8 +398,9 @@ class History:
             stored = self._child_for(tree, stored, platform)
         config = None if stored.is_index else self._config_summary(tree, stored)
         children = self._children(tree, stored) if stored.is_index else []
-        layers = [self._layer(repo, tree, d, inspect_layers) for d in stored.layers]
-        pushed = self._reads.pushes(repo, tip).get(stored.digest) if tip is not None else None
+        shared = self._shared(repo, stored.layers) if inspect_layers else {}
+        layers = [self._layer(tree, d, inspect_layers, shared) for d in stored.layers]
+        pushed = self._reads.pushed(repo, tip, stored.digest) if tip is not None else None
         return Image(
             repository=repo,
             reference=reference,
@@ -441,35 +444,36 @@ class History:
         )
 
     def _layer(
-        self, repo: str, tree: bytes | None, descriptor: dict[str, Any], inspect: bool
+        self,
+        tree: bytes | None,
+        descriptor: dict[str, Any],
+        inspect: bool,
+        shared: dict[Digest, list[str]],
     ) -> Layer:
         digest = str(descriptor.get("digest"))
-        parsed = _digest(digest)
+        parsed = digests.parse_or_none(digest)
         oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
         return Layer(
             digest=digest,
             media_type=str(descriptor.get("mediaType")),
             size=_size_of(descriptor),
             uncompressed_size=self._uncompressed_size(oid) if inspect and oid else None,
-            shared_with=self._holders(repo, digest) if inspect else [],
+            shared_with=shared.get(parsed, []) if parsed else [],
         )
 
-    def _holders(self, repo: str, digest: str) -> list[str]:
-        """The other repositories whose tip tree holds blob `digest`."""
-        parsed = _digest(digest)
-        if parsed is None:
-            return []
-        return [
-            name
-            for name in self._reads.repositories()
-            if name != repo
-            and layout.find_blob(self._cache, self._reads.tip(name)[1], parsed) is not None
-        ]
+    def _shared(self, repo: str, layers: list[dict[str, Any]]) -> dict[Digest, list[str]]:
+        """Each layer's digest -> the other repositories whose tip tree holds it."""
+        wanted = [digests.parse_or_none(str(d.get("digest"))) for d in layers]
+        others = [name for name in self._reads.repositories() if name != repo]
+        return self._reads.holders([d for d in wanted if d is not None], others)
 
     def _uncompressed_size(self, oid: bytes) -> int | None:
         """Bytes of a layer once gzip or zstd is undone (a plain tar's own size),
         counted as it streams: memory stays flat however big the layer. None if it
         does not decompress."""
+        with objects.open_blob(self._objects, oid.decode()) as peek:
+            if not compressed(bytes(peek.read(4))):
+                return peek.size
         with objects.open_blob(self._objects, oid.decode()) as blob:
             reader = decompressed(blob)
             total = 0
@@ -493,6 +497,7 @@ class History:
         for blobs in held.values():
             for digest in blobs:
                 holders[digest] = holders.get(digest, 0) + 1
+        self._reads.size_ahead([oid for blobs in held.values() for oid in blobs.values()])
         sizes: dict[Digest, int] = {}
         found = []
         for name, tree in tips.items():
@@ -518,7 +523,7 @@ class History:
     def _stored(self, tree: bytes | None, digest: str, media_type: str = "") -> _Stored | None:
         """Manifest `digest` if the layout holds it (`media_type`: what a descriptor of it
         says, for a manifest that does not say it itself)."""
-        parsed = _digest(digest)
+        parsed = digests.parse_or_none(digest)
         oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
         body = self._cache.raw(oid) if oid else b""
         document = _json_object(body)
@@ -543,7 +548,7 @@ class History:
 
     def _config_summary(self, tree: bytes | None, image: _Stored) -> ConfigSummary | None:
         config = image.config
-        parsed = _digest(str(config.get("digest"))) if config else None
+        parsed = digests.parse_or_none(str(config.get("digest"))) if config else None
         oid = layout.find_blob(self._cache, tree, parsed) if parsed else None
         document = _json_object(self._cache.raw(oid)) if oid else None
         if document is None:
@@ -669,11 +674,6 @@ def _line_tags(lines: set[bytes]) -> dict[str, str] | None:
         if tag is not None:
             found[tag] = descriptor["digest"]
     return found
-
-
-def _digest(text: str) -> Digest | None:
-    algorithm, _, hex_ = text.partition(":")
-    return Digest(algorithm, hex_) if algorithm and hex_ else None
 
 
 def _size_of(descriptor: dict[str, Any]) -> int:

@@ -99,6 +99,11 @@ class _Prefixed:
         return bytes(self._source.read(n))
 
 
+def compressed(magic: bytes) -> bool:
+    """Whether a blob beginning with these 4 bytes is gzip or zstd."""
+    return magic.startswith(GZIP_MAGIC) or magic == ZSTD_MAGIC
+
+
 def decompressed(source: Readable) -> Readable:
     """The tar inside a layer blob: gunzipped, unzstd'ed, or as it is."""
     magic = bytes(source.read(4))

@@ -116,6 +116,10 @@ class ObjectCache:
     def raw_uncached(self, oid: bytes) -> bytes:
         return read_named(self._objects, oid)[1]
 
+    def holds(self, kind: str, oid: bytes) -> bool:
+        with self._lock:
+            return (kind, oid) in self._items
+
     def get(
         self, kind: str, oid: bytes, load: Callable[[], Any], cost: Callable[[Any], int] = len
     ) -> Any:

@@ -12,7 +12,6 @@ written beside it. Blocking.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -20,10 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.errors import GitFailed
+from storage import gitcli
 
 _FORMAT = "%H%x00%P%x00%ct%x00%s%x00%(trailers:key=Manifest-Digest,valueonly,separator=%x01)%x1e"
 _KEPT = 32  # branches whose index is kept (10,000 pushes: about 2 MB)
+_FOUND_KEPT = 10_000  # answers of `find` kept, by tip commit and digest
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class Pushed:
     time: datetime
 
 
+_NONE_READ = "none read"  # _Log.oldest_parent when the range held no commit
+
+
 @dataclass(frozen=True)
-class _Record:
-    commit: str
-    parent: str | None  # the first
-    time: datetime
-    pushed: str | None  # the manifest a push commit names
+class _Log:
+    """What `git log` said of a range of first-parent commits."""
+
+    pushes: dict[str, Pushed]  # each digest's newest push among them
+    oldest_parent: str | None  # the first parent of the oldest (None: it is a root)
 
 
 class PushIndex:
@@ -49,6 +52,7 @@ class PushIndex:
         self._gitdir = gitdir
         self._lock = threading.Lock()
         self._known: OrderedDict[str, tuple[str, dict[str, Pushed]]] = OrderedDict()
+        self._found: OrderedDict[tuple[bytes, str], Pushed | None] = OrderedDict()  # by find
 
     def of(self, repo: str, tip: bytes) -> Mapping[str, Pushed]:
         """The pushes of the history ending at commit `tip` of repo's branch."""
@@ -59,7 +63,7 @@ class PushIndex:
             return known[1]
         pushed = self._extended(*known, now) if known is not None else None
         if pushed is None:
-            pushed = _pushes(self._log(now))
+            pushed = self._log(now).pushes
         with self._lock:
             self._known[repo] = (now, pushed)
             self._known.move_to_end(repo)
@@ -67,44 +71,48 @@ class PushIndex:
                 self._known.popitem(last=False)
         return pushed
 
+    def find(self, repo: str, tip: bytes, digest: str) -> Pushed | None:
+        """The newest push of manifest `digest` up to `tip`: from the index when it is up
+        to date, else by one `git log --grep` that stops at the first match (an image page
+        after a restart needs one push, not a whole 10,000-commit history read)."""
+        with self._lock:
+            known = self._known.get(repo)
+            if known is not None and known[0] == tip.decode():
+                return known[1].get(digest)
+            if (tip, digest) in self._found:
+                return self._found[(tip, digest)]
+        matches = "--grep=^push ", f"--grep=^Manifest-Digest: {digest}$"
+        found = self._log("-1", "--all-match", *matches, tip.decode()).pushes.get(digest)
+        with self._lock:
+            self._found[(tip, digest)] = found
+            while len(self._found) > _FOUND_KEPT:
+                self._found.popitem(last=False)
+        return found
+
     def _extended(self, old: str, pushed: dict[str, Pushed], new: str) -> dict[str, Pushed] | None:
         """`pushed` (of the history up to `old`) and the commits after it up to `new`, or
         the whole of new's history when that walk reached its root; None if neither."""
-        records = self._log(f"{old}..{new}")
-        if records and records[-1].parent == old:
-            return {**pushed, **_pushes(records)}
-        if records and records[-1].parent is None:  # nothing of old's history left
-            return _pushes(records)
+        read = self._log(f"{old}..{new}")
+        if read.oldest_parent == old:
+            return {**pushed, **read.pushes}
+        if read.oldest_parent is None:  # nothing of old's history left
+            return read.pushes
         return None
 
-    def _log(self, *revisions: str) -> list[_Record]:
-        """The first-parent commits of `revisions`, newest first."""
-        command = ["git", "--git-dir", str(self._gitdir), "log", "--first-parent"]
-        done = subprocess.run(
-            [*command, f"--format={_FORMAT}", *revisions, "--"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+    def _log(self, *revisions: str) -> _Log:
+        """The first-parent commits of `revisions`, read newest first in one pass (10,000
+        of them for a first tags page after a restart: no object per commit)."""
+        out = gitcli.run(
+            self._gitdir, "log", "--first-parent", f"--format={_FORMAT}", *revisions, "--"
         )
-        if done.returncode != 0:
-            raise GitFailed(message=f"git log failed: {done.stderr.strip()}")
-        return [_record(text) for text in done.stdout.split("\x1e") if text.strip("\n")]
-
-
-def _record(text: str) -> _Record:
-    commit, parents, time, summary, digest = text.strip("\n").split("\x00")
-    return _Record(
-        commit,
-        parents.split(" ", 1)[0] or None,
-        datetime.fromtimestamp(int(time), UTC),
-        (digest.split("\x01", 1)[0] or None) if summary.startswith("push ") else None,
-    )
-
-
-def _pushes(records: list[_Record]) -> dict[str, Pushed]:
-    """Each digest's newest push among `records` (newest first)."""
-    found: dict[str, Pushed] = {}
-    for record in records:
-        if record.pushed is not None:
-            found.setdefault(record.pushed, Pushed(record.commit, record.time))
-    return found
+        found: dict[str, Pushed] = {}
+        oldest_parent: str | None = _NONE_READ
+        for text in out.split("\x1e"):
+            if not (text := text.strip("\n")):
+                continue
+            commit, parents, time, summary, digests = text.split("\x00")
+            digest = digests.split("\x01", 1)[0]
+            if digest and summary.startswith("push ") and digest not in found:
+                found[digest] = Pushed(commit, datetime.fromtimestamp(int(time), UTC))
+            oldest_parent = parents.split(" ", 1)[0] or None
+        return _Log(found, oldest_parent)

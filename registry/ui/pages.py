@@ -123,7 +123,7 @@ async def repository(request: web.Request) -> web.Response:
 
 
 async def image(request: web.Request) -> web.Response:
-    """/ui/r/NAME/i/TAG-or-DIGEST: one image, as `hroot show` says it, sharing included."""
+    """/ui/r/NAME/-/i/TAG-or-DIGEST: one image, as `hroot show` says it, sharing included."""
     name = _visible(request)
     reference = request.match_info["reference"]
     others = [o for o in await blocking(request, store(request).repositories) if shown(request, o)]
@@ -138,7 +138,7 @@ async def image(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    """/ui/r/NAME/history: its own commits as a graph, with lineage edges to the images
+    """/ui/r/NAME/-/history: its own commits as a graph, with lineage edges to the images
     it was built on, a page of commits at a time (`skip`)."""
     name = _visible(request)
     n = _page_size(request, HISTORY_PAGE)
@@ -160,7 +160,7 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def diff(request: web.Request) -> web.Response:
-    """/ui/r/NAME/diff?a=TAG&b=TAG: what `hroot diff NAME:A NAME:B` says; a form without."""
+    """/ui/r/NAME/-/diff?a=TAG&b=TAG: what `hroot diff NAME:A NAME:B` says; a form without."""
     name = _visible(request)
     a, b = request.query.get("a", ""), request.query.get("b", "")
     platform = request.query.get("platform") or None
@@ -194,12 +194,14 @@ async def to_index(request: web.Request) -> web.Response:
     raise web.HTTPFound(PREFIX)
 
 
-# Repository names hold slashes, so the name is greedy and the pages' own words follow it.
+# Repository names hold slashes, so the name is greedy, and the pages' own words follow a
+# `/-/` that no name can hold (each part of a name begins with a letter or digit): the
+# repository `app/history` is not the history of `app`.
 ROUTES: list[web.RouteDef] = [
     web.get("/ui", to_index),
     web.get(PREFIX, repositories),
-    web.get(PREFIX + "r/{name:.+}/i/{reference}", image),
-    web.get(PREFIX + "r/{name:.+}/history", history),
-    web.get(PREFIX + "r/{name:.+}/diff", diff),
+    web.get(PREFIX + "r/{name:.+}/-/i/{reference}", image),
+    web.get(PREFIX + "r/{name:.+}/-/history", history),
+    web.get(PREFIX + "r/{name:.+}/-/diff", diff),
     web.get(PREFIX + "r/{name:.+}", repository),
 ]

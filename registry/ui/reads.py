@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from storage import Store
-from storage.errors import BlobUnknown, StoreError
+from storage.errors import StoreError
 from storage.history import Image, Pushed, RepositoryUsage, Summary, Usage
 
 log = logging.getLogger("hroot.ui")
@@ -138,19 +138,5 @@ def image(store: Store, name: str, reference: str, others: list[str]) -> ImagePa
     except ValueError:
         manifest = body.decode(errors="replace")
     digests = list(dict.fromkeys(layer.digest for layer in found.layers))
-    shared: dict[str, list[str]] = {digest: [] for digest in digests}
-    for other in others:
-        if other == name:
-            continue
-        for digest in digests:
-            if _holds(store, other, digest):
-                shared[digest].append(other)
+    shared = store.holders(digests, [other for other in others if other != name])
     return ImagePage(found, manifest, shared)
-
-
-def _holds(store: Store, name: str, digest: str) -> bool:
-    try:
-        store.stat_blob(name, digest)
-    except BlobUnknown:
-        return False
-    return True

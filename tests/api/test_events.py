@@ -17,15 +17,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
 from registry.app import create_app
 from registry.config import Config
 from registry.events import MEDIA_TYPE, Sink
+from registry.metrics import WebhookCollector
 from registry.upstreams import Upstream
 from registry.webhooks import Webhook
 from storage import Store, names
 from tests.api.helpers import Api
+from tests.api.test_metrics import scrape, value
 from tests.documents import digest_of
 
 MakeApi = Callable[..., Awaitable[Api]]
@@ -146,6 +150,12 @@ async def test_push_pull_and_delete_events_carry_their_commit(
     assert [e["action"] for e in (await pushes.wait_for(1))] == ["push"]
     await asyncio.sleep(0.3)
     assert len(everything.events) == 6 and len(pushes.events) == 1  # nothing more came
+    samples = await scrape(api)
+    for receiver, count in ((everything, 6), (pushes, 1)):
+        url = receiver.url
+        assert value(samples, "hroot_webhook_events_delivered_total", webhook=url) == count
+        assert value(samples, "hroot_webhook_events_queued", webhook=url) == 0
+        assert ("hroot_webhook_events_dropped_total", frozenset({("webhook", url)})) in samples
 
     for headers in everything.headers:
         assert headers["Content-Type"] == MEDIA_TYPE
@@ -318,6 +328,12 @@ async def test_a_full_queue_drops_the_oldest_with_a_warning(
                 sink.put({"action": "push", "n": n})
         assert sink.dropped == 3
         assert "queue full (3 events), dropping the oldest" in caplog.text
+        counted = CollectorRegistry()
+        counted.register(WebhookCollector([sink]))
+        families = text_string_to_metric_families(generate_latest(counted).decode())
+        found = {s.name: s.value for family in families for s in family.samples}
+        assert found["hroot_webhook_events_dropped_total"] == 3
+        assert found["hroot_webhook_events_queued"] == 3  # 4, 5 and 6 wait behind 0
         assert receiver.gate is not None
         receiver.gate.set()
         events = await receiver.wait_for(4)

@@ -117,18 +117,18 @@ async def test_repository_page_lists_tags(api: Api, pushed: dict[str, str]) -> N
     html = await page(api, "/ui/r/app")
     text = words(html)
     assert "2 tags" in text
-    assert f'href="/ui/r/app/i/{pushed["app2"]}"' in html
+    assert f'href="/ui/r/app/-/i/{pushed["app2"]}"' in html
     assert re.search(r"1 sha256:[0-9a-f]{12} [0-9.]+ (B|KiB) linux/amd64 20\d\d-", text), text
     multi = words(await page(api, "/ui/r/multi"))
     assert "linux/amd64, linux/arm64" in multi
 
 
 async def test_image_page_of_a_derived_image(api: Api, pushed: dict[str, str]) -> None:
-    html = await page(api, "/ui/r/app/i/2")
+    html = await page(api, "/ui/r/app/-/i/2")
     text = words(html)
     assert pushed["app2"] in text
     assert f"built from base @ {pushed['base']}" in text
-    assert f'href="/ui/r/base/i/{pushed["base"]}"' in html
+    assert f'href="/ui/r/base/-/i/{pushed["base"]}"' in html
     assert '"/app"' in text and "A=2" in text and "version=2" in text
     layers = html[html.index('id="layers"') :]
     # the base layer is also in base and in multi; the app's own layer nowhere else
@@ -142,51 +142,51 @@ async def test_image_page_of_a_derived_image(api: Api, pushed: dict[str, str]) -
 
 
 async def test_image_page_of_an_index_links_its_platforms(api: Api, pushed: dict[str, str]) -> None:
-    html = await page(api, "/ui/r/multi/i/1")
+    html = await page(api, "/ui/r/multi/-/i/1")
     assert "2 images" in words(html)
     for platform in ("linux/amd64", "linux/arm64"):
-        assert f'href="/ui/r/multi/i/{pushed[platform]}"' in html
-    child = words(await page(api, f"/ui/r/multi/i/{pushed['linux/arm64']}"))
+        assert f'href="/ui/r/multi/-/i/{pushed[platform]}"' in html
+    child = words(await page(api, f"/ui/r/multi/-/i/{pushed['linux/arm64']}"))
     assert "linux/arm64" in child and "1 tag" not in child
 
 
 async def test_user_data_is_escaped(api: Api, pushed: dict[str, str]) -> None:
-    for path in ("/ui/r/app/i/2", "/ui/r/app/diff?a=1&b=2", "/ui/r/app/history"):
+    for path in ("/ui/r/app/-/i/2", "/ui/r/app/-/diff?a=1&b=2", "/ui/r/app/-/history"):
         html = await page(api, path)
         assert "<script>" not in html and "<img" not in html, path
-    image = await page(api, "/ui/r/app/i/2")
+    image = await page(api, "/ui/r/app/-/i/2")
     assert "&lt;script&gt;" in image and "&lt;img src=x onerror=alert(1)&gt;" in image
     # a query string is data too
-    form = await page(api, '/ui/r/app/diff?a="><script>x</script>')
+    form = await page(api, '/ui/r/app/-/diff?a="><script>x</script>')
     assert "<script>x" not in form and "&lt;script&gt;x" in form
 
 
 async def test_history_graph_draws_lineage(api: Api, pushed: dict[str, str]) -> None:
-    html = await page(api, "/ui/r/app/history")
+    html = await page(api, "/ui/r/app/-/history")
     svg = html[html.index("<svg") : html.index("</svg>")]
     assert svg.count('r="6"') == 3  # create app, push app:1, push app:2
     assert "push app:2" in svg and "push app:1" in svg and "create app" in svg
-    assert f'href="/ui/r/base/i/{pushed["base"]}"' in svg  # the lineage edge's base
+    assert f'href="/ui/r/base/-/i/{pushed["base"]}"' in svg  # the lineage edge's base
     assert "<path" in svg
-    first = await page(api, "/ui/r/app/history?n=1")
+    first = await page(api, "/ui/r/app/-/history?n=1")
     assert "push app:2" in first and "push app:1" not in first
-    assert 'href="/ui/r/app/history?n=1&amp;skip=1"' in first
-    second = await page(api, "/ui/r/app/history?n=1&skip=1")
+    assert 'href="/ui/r/app/-/history?n=1&amp;skip=1"' in first
+    second = await page(api, "/ui/r/app/-/history?n=1&skip=1")
     assert "push app:1" in second and 'skip=0"' in second
 
 
 async def test_diff_page_says_what_hroot_diff_says(api: Api, pushed: dict[str, str]) -> None:
-    text = words(await page(api, "/ui/r/app/diff?a=1&b=2"))
+    text = words(await page(api, "/ui/r/app/-/diff?a=1&b=2"))
     assert f"kept {digest_of(BASE_LAYER)}" in text
     assert f"removed {digest_of(APP_LAYERS[0])}" in text
     assert f"added {digest_of(APP_LAYERS[1])}" in text
     assert "env added: A=2" in text and "env removed: A=1" in text
     assert "label added: version=2" in text
     assert re.search(r"Size 1\.0 KiB -> 1\.1 KiB \(\+[0-9]+ B\)$", text), text
-    assert "unchanged" in words(await page(api, "/ui/r/app/diff?a=1&b=1"))
-    form = await page(api, "/ui/r/app/diff")
+    assert "unchanged" in words(await page(api, "/ui/r/app/-/diff?a=1&b=1"))
+    form = await page(api, "/ui/r/app/-/diff")
     assert '<input name="a"' in form
-    index = words(await page(api, "/ui/r/multi/diff?a=1&b=1", status=400))
+    index = words(await page(api, "/ui/r/multi/-/diff?a=1&b=1", status=400))
     assert "multi-platform index" in index
 
 
@@ -200,14 +200,27 @@ async def test_pages_are_paged(api: Api, pushed: dict[str, str]) -> None:
     tags = await page(api, "/ui/r/app?n=1")
     assert 'href="/ui/r/app?n=1&amp;last=1"' in tags
     last = await page(api, "/ui/r/app?n=1&last=1")
-    assert 'href="/ui/r/app/i/2"' in last and "next page" not in last
+    assert 'href="/ui/r/app/-/i/2"' in last and "next page" not in last
     await page(api, "/ui/?n=x", status=400)
+
+
+async def test_a_repository_named_like_a_page_is_its_own(api: Api, pushed: dict[str, str]) -> None:
+    """`app/history` and `app/i` are repositories like any other: the pages of `app`
+    follow a `/-/`, which no repository name can hold."""
+    own = await push(api, "app/history", "7", config(), (b"another layer",))
+    await push(api, "app/i", "1", config(), (b"yet another layer",))
+    tags = words(await page(api, "/ui/r/app/history"))
+    assert "app/history" in tags and "7" in tags and own[:19] in tags
+    assert "app/i" in words(await page(api, "/ui/r/app/i"))
+    history = await page(api, "/ui/r/app/-/history")
+    assert f'href="/ui/r/app/-/i/{pushed["app2"]}"' in history
+    assert f'href="/ui/r/app/history/-/i/{own}"' in await page(api, "/ui/r/app/history/-/history")
 
 
 async def test_errors_are_html_pages(api: Api, pushed: dict[str, str]) -> None:
     assert "404" in await page(api, "/ui/r/nothing", status=404)
-    assert "404" in await page(api, "/ui/r/app/i/9", status=404)
-    await page(api, "/ui/r/app/i/bad%20tag", status=400)
+    assert "404" in await page(api, "/ui/r/app/-/i/9", status=404)
+    await page(api, "/ui/r/app/-/i/bad%20tag", status=400)
     await page(api, "/ui/nowhere", status=404)
     resp = await api.client.get("/ui", allow_redirects=False)
     assert resp.status == 302 and resp.headers["Location"] == "/ui/"
@@ -238,15 +251,15 @@ async def test_a_caller_sees_only_what_it_may_pull(secured: Api) -> None:
     everything = words(await page(secured, "/ui/"))
     assert "secret/base" in everything and "team/app" in everything
 
-    image = await page(secured, "/ui/r/team/app/i/1", **alice)
+    image = await page(secured, "/ui/r/team/app/-/i/1", **alice)
     assert "secret" not in image
     assert "an image of a repository you may not see" in words(image)
-    assert "secret" not in await page(secured, "/ui/r/team/app/history", **alice)
+    assert "secret" not in await page(secured, "/ui/r/team/app/-/history", **alice)
 
     hidden = await page(secured, "/ui/r/secret/base", 404, **alice)
     unknown = await page(secured, "/ui/r/secret/nothing", 404, **alice)
     assert hidden.replace("secret/base", "NAME") == unknown.replace("secret/nothing", "NAME")
-    for path in ("/i/1", "/history", "/diff?a=1&b=1"):
+    for path in ("/-/i/1", "/-/history", "/-/diff?a=1&b=1"):
         await page(secured, f"/ui/r/secret/base{path}", 404, **alice)
 
 

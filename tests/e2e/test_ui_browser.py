@@ -155,23 +155,23 @@ def test_repository_list(hroot: Hroot) -> None:
 def test_tags_and_image_pages(hroot: Hroot) -> None:
     tags = dom(hroot, "/ui/r/shop/web")
     assert "3 tags" in tags and "linux/amd64" in tags
-    image = dom(hroot, "/ui/r/shop/web/i/2")
-    assert 'href="/ui/r/library/base/i/sha256:' in image  # built from the base
+    image = dom(hroot, "/ui/r/shop/web/-/i/2")
+    assert 'href="/ui/r/library/base/-/i/sha256:' in image  # built from the base
     assert 'href="/ui/r/library/base"' in image  # the shared layer's other holder
     assert "v=2" in image and '"schemaVersion": 2' in image
-    screenshot(hroot, "/ui/r/shop/web/i/2", "image.png")
-    index = dom(hroot, "/ui/r/shop/multi/i/1")
+    screenshot(hroot, "/ui/r/shop/web/-/i/2", "image.png")
+    index = dom(hroot, "/ui/r/shop/multi/-/i/1")
     assert "linux/amd64" in index and "linux/arm64" in index and "2 images" in index
 
 
 def test_history_graph(hroot: Hroot) -> None:
-    page = dom(hroot, "/ui/r/shop/web/history")
+    page = dom(hroot, "/ui/r/shop/web/-/history")
     graph = page[page.index("<svg") : page.index("</svg>")]
     assert graph.count("<circle") >= 5  # create, three pushes, and the base merged in
     assert "push shop/web:latest" in graph and "built from library/base@" in graph
-    screenshot(hroot, "/ui/r/shop/web/history", "history.png")
+    screenshot(hroot, "/ui/r/shop/web/-/history", "history.png")
 
 
 def test_diff(hroot: Hroot) -> None:
-    page = dom(hroot, "/ui/r/shop/web/diff?a=1&b=2")
+    page = dom(hroot, "/ui/r/shop/web/-/diff?a=1&b=2")
     assert "env removed: MODE=one" in page and "label added: v=2" in page

@@ -13,7 +13,7 @@ import zstandard
 from storage import Store
 from storage.errors import ManifestUnknown, NameInvalid, NameUnknown, Unsupported
 from tests.documents import OCI_MANIFEST, digest_of
-from tests.storage.images import git, image_config, push_image, push_layers, tar_of
+from tests.storage.images import git, image_config, push_image, push_layers, put, tar_of
 
 
 def first_parents(store: Store, repo: str) -> list[str]:
@@ -273,3 +273,38 @@ def test_usage_counts_unique_and_shared_bytes_as_git_does(store: Store) -> None:
     assert (by_name["app"].tags, by_name["app"].manifests) == (2, 2)
     distinct = {path: size for blobs in held.values() for path, size in blobs.items()}
     assert (usage.blobs, usage.size) == (len(distinct), sum(distinct.values()))
+
+
+def test_holders_are_the_repositories_whose_tip_holds_each_blob(store: Store) -> None:
+    """One `git cat-file` answers for names with `/` and `.lock` (encoded in their branch
+    names), a repository with no branch, a blob only uploaded, and what is no digest."""
+    shared, own, loose = tar_of({"a": b"shared"}), tar_of({"b": b"own"}), tar_of({"c": b"up"})
+    push_layers(store, "team/app", "v1", image_config("linux/amd64"), [shared])
+    push_layers(store, "x.lock", "v1", image_config("linux/amd64"), [shared, own])
+    put(store, "team/app", loose)  # staged for a push to come, in no image yet
+    wanted = [digest_of(shared), digest_of(own), digest_of(loose), "sha256:nope"]
+
+    found = store.holders(wanted, ["team/app", "x.lock", "never/pushed"])
+
+    assert found == {
+        digest_of(shared): ["team/app", "x.lock"],
+        digest_of(own): ["x.lock"],
+        digest_of(loose): [],
+        "sha256:nope": [],
+    }
+
+
+def test_usage_after_a_restart_learns_many_sizes_from_git(store: Store) -> None:
+    """More blobs than _READ_AHEAD, none cached: their sizes come from one `git cat-file
+    --batch-check`, and equal what `git ls-tree -l` lists."""
+    for n in range(20):
+        push_layers(store, "many", f"v{n}", image_config(User=str(n)), [os.urandom(100 + n)])
+    restarted = Store.open(store.path)
+    try:
+        (found,) = restarted.usage().repositories
+    finally:
+        restarted.close()
+    listing = git(store, "ls-tree", "-r", "-l", "hroot/many", "blobs").splitlines()
+    sizes = [int(line.split()[3]) for line in listing]
+    assert len(sizes) == 60  # a config, a layer and a manifest per push
+    assert (found.blobs, found.size, found.unique) == (len(sizes), sum(sizes), sum(sizes))

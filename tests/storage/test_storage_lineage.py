@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from storage import Store, digests
+from storage import Store, digests, gitcli
 from tests.documents import OCI_INDEX, OCI_MANIFEST, image_manifest
 from tests.storage.images import Image, assert_fsck_clean, git, put
 
@@ -283,3 +283,32 @@ def test_a_base_pushed_by_another_store_is_found(store: Store) -> None:
     finally:
         second.close()
     assert_fsck_clean(store)
+
+
+def test_a_restarted_store_reads_many_manifests_through_git_and_finds_bases(
+    store: Store,
+) -> None:
+    """A layout of more manifests than _READ_AHEAD is read in one `git cat-file --batch`
+    when a new store builds its index (as after a restart), and its bases are found."""
+    a = layer("a")
+    bases = [push(store, "library/base", f"v{n}", [a, layer(f"b{n}")]) for n in range(40)]
+    restarted = Store.open(store.path)
+    try:
+        build_index(restarted)
+        for chosen in (bases[0], bases[23], bases[39]):
+            push(restarted, "app", "v1", [*chosen.layers, layer("app")])
+            assert base_trailers(restarted, "app") == [f"library/base@{chosen.digest}"]
+    finally:
+        restarted.close()
+
+
+def test_git_reads_objects_in_order_and_says_which_are_missing(store: Store) -> None:
+    base = push(store, "library/base", "v1", [layer("a")])
+    oid = git(store, "rev-parse", f"{tip(store, 'library/base')}:index.json").strip().encode()
+    missing = b"0" * 40
+    index = git(store, "cat-file", "blob", oid.decode()).encode()
+
+    found = list(gitcli.read_objects(store.path, [oid, missing, oid]))
+
+    assert found == [(oid, index), (missing, None), (oid, index)]
+    assert base.digest in index.decode()

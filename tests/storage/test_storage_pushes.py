@@ -43,6 +43,12 @@ def assert_as_git_says(store: Store, repo: str, digests: list[str]) -> None:
             assert int(found.time.timestamp()) == int(committed)
     for digest in stored(store, repo):  # what `hroot show` says is the same
         assert store.image(repo, digest, inspect_layers=False).pushed == pushes.get(digest)
+    fresh = Store.open(store.path, create=False)  # no index yet: one `git log --grep` each
+    try:
+        for digest in stored(fresh, repo):
+            assert fresh.image(repo, digest, inspect_layers=False).pushed == pushes.get(digest)
+    finally:
+        fresh.close()
 
 
 def stored(store: Store, repo: str) -> set[str]:
