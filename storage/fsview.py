@@ -65,6 +65,7 @@ FAST_IMPORT = (
     "--done",
 )
 _TREE, _FILE, _EXEC, _LINK = b"040000", b"100644", b"100755", b"120000"
+_HEADER_PIECE = 4096  # bytes of a .meta read at a time for its header
 _FOREIGN_OS = "unknown"  # an index's entry for attestations, not a platform
 _UNSAFE = re.compile(rb"[\x00-\x20%\x7f]")  # written %XX in a .meta
 _QUOTED = re.compile(rb"%([0-9A-F]{2})")
@@ -378,7 +379,8 @@ class Shown:
     refused: dict[str, str]  # platform folder ("." for the image itself) -> reason
 
 
-def read_header(meta: bytes) -> Shown:
+def _read_header(meta: bytes) -> Shown:
+    """The header of a `.meta` (its lines before the first entry's)."""
     manifest, images, refused = "", {}, {}
     for line in meta.split(b"\n"):
         if line.startswith(b"/"):
@@ -525,9 +527,27 @@ def _tag_views(parts: Parts, view_tip: bytes | None) -> dict[str, _TagView]:
     for name, (_, oid) in parts.cache.tree(metas).items() if metas else ():
         if name.endswith(META_SUFFIX):
             folder = name.removesuffix(META_SUFFIX)
-            shown = read_header(parts.cache.raw_uncached(oid))
+            shown = _meta_header(parts, oid)
             found[folder.decode()] = _TagView(shown, layout.entry(parts.cache, tree, folder), oid)
     return found
+
+
+def _meta_header(parts: Parts, meta: bytes) -> Shown:
+    """What a `.meta` blob says it shows, from its header alone (a `.meta` of 500,000
+    entries is tens of MB: every build reads the header of each tag's), cached by id."""
+
+    def load() -> Shown:
+        with objects.open_blob(parts.objects, meta.decode()) as blob:
+            head = b""
+            while b"\n/" not in head and (piece := blob.read(_HEADER_PIECE)):
+                head += piece
+        return _read_header(head)
+
+    return parts.cache.get("fs-meta-header", meta, load, _one)
+
+
+def _one(_: object) -> int:
+    return 1
 
 
 def _build_manifest(
