@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit
 from dulwich.refs import DiskRefsContainer
 
 from storage import digests, layout, names, objects, refs
@@ -416,6 +415,7 @@ class Parts:
     refs: DiskRefsContainer
     cache: ObjectCache
     tip: Callable[[str], tuple[bytes | None, bytes | None]]  # repo -> image branch tip, tree
+    tree_of: Callable[[bytes], bytes]  # a commit's tree
     parsed: Callable[[bytes], ParsedManifest | None]  # a manifest blob, parsed
     limits: Limits = LIMITS
 
@@ -521,7 +521,7 @@ def _tag_views(parts: Parts, view_tip: bytes | None) -> dict[str, _TagView]:
     """Each tag of a view, as its `.meta` says, with its folder's tree."""
     if view_tip is None:
         return {}
-    tree = Commit.from_raw_string(*objects.read_named(parts.objects, view_tip)).tree
+    tree = parts.tree_of(view_tip)
     metas = layout.entry(parts.cache, tree, META_FOLDER)
     found = {}
     for name, (_, oid) in parts.cache.tree(metas).items() if metas else ():
@@ -744,7 +744,7 @@ def _shown_folder(parts: Parts, repo: str, reference: str, digest: str) -> _Fold
     view_tip = refs.read(parts.refs, fs_ref(repo))
     if view_tip is None:
         return None
-    tree = Commit.from_raw_string(*objects.read_named(parts.objects, view_tip)).tree
+    tree = parts.tree_of(view_tip)
     views = _tag_views(parts, view_tip)
     for tag in sorted(views, key=lambda tag: tag != reference):
         shown = views[tag].shown

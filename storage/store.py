@@ -727,7 +727,13 @@ class Store:
 
     def _fs_parts(self) -> fsview.Parts:
         return fsview.Parts(
-            self.path, self._objects, self._refs, self._cache, self._tip, self._parsed
+            self.path,
+            self._objects,
+            self._refs,
+            self._cache,
+            self._tip,
+            self._tree_of,
+            self._parsed,
         )
 
     def usage(self) -> history.Usage:
