@@ -17,6 +17,7 @@ folder; its `.meta` says why, so that it is not tried again until its tag moves.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import subprocess
 import time
@@ -49,6 +50,9 @@ META_FOLDER = b".hroot"
 META_SUFFIX = b".meta"
 META_TITLE = b"# hroot filesystem view (docs/format.md \xc2\xa79): one line per entry, by path"
 IMAGE_COMMIT = "Image-Commit"
+# Files up to this size are read whole and hashed before fast-import is told of them, so
+# that one git has already costs no more (an image's next version shares most files).
+HASHED_FIRST = 8 << 20
 BUILD_ATTEMPTS = 3  # another writer (a `hroot fs build` beside a server) moved the ref
 # pack.compression: the repository's 0 is for layers, compressed already; files are not,
 # and zlib's fastest level keeps them nearly as small as its default, much faster (a
@@ -81,8 +85,8 @@ def fs_ref(name: str) -> bytes:
 class _Node:
     """One path of the filesystem, in as few bytes as will do (an image may have 500,000):
     `meta` is its `.meta` line after the path, None for a folder no tar entry declared;
-    `kind` is what it holds (a hard link holds its target's kind); `data` is the
-    fast-import mark of a file's or symlink's content."""
+    `kind` is what it holds (a hard link holds its target's kind); `data` names a file's
+    or symlink's content for fast-import: a mark, or the id of a blob git has."""
 
     __slots__ = ("children", "data", "kind", "layer", "meta", "mode")
 
@@ -100,12 +104,15 @@ class _Node:
 class Writer:
     """A `git fast-import` run: blobs streamed in, then one commit onto a ref.
 
-    It writes one pack and skips the objects the repository's packs have already (an
-    unchanged file of a new image costs no space). fast-import moves the ref only if the
-    new commit descends from where the ref is, under git's ref lock: a compare-and-swap.
+    It writes one pack. A file up to HASHED_FIRST bytes that the repository has already
+    (most files of an image's next version) is hashed here and named by its id, never
+    sent: fast-import's hashing and compression are most of a build's time. fast-import
+    moves the ref only if the new commit descends from where the ref is, under git's ref
+    lock: a compare-and-swap.
     """
 
-    def __init__(self, gitdir: Path) -> None:
+    def __init__(self, gitdir: Path, store: DiskObjectStore) -> None:
+        self._store = store
         self._marks = 0
         self._process = subprocess.Popen(
             ["git", "--git-dir", str(gitdir), *FAST_IMPORT],
@@ -117,8 +124,15 @@ class Writer:
         self._stdin = self._process.stdin
 
     def blob(self, size: int, content: BinaryIO) -> bytes:
-        """Stream `size` bytes of `content` in as a blob; its mark. If the content fails
-        to come, the blob is padded out (the stream must stay whole) and the error raised."""
+        """`size` bytes of `content` as a blob: its id if the repository has it already (a
+        file of an image shown before: hashed here, never sent), else its mark, streamed
+        in. If the content fails to come, the blob is padded out (the stream must stay
+        whole) and the error raised."""
+        if size <= HASHED_FIRST:
+            data = content.read(size)
+            if len(data) != size:
+                raise Refused(message="a file's content ends early")
+            return self.data(data)
         mark = self._mark(b"data %d\n" % size)
         left = size
         try:
@@ -136,6 +150,10 @@ class Writer:
         return mark
 
     def data(self, data: bytes) -> bytes:
+        """A blob of `data`: its id if the repository has it already, else its mark."""
+        oid = hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest().encode()
+        if objects.freshen(self._store, oid):
+            return oid
         mark = self._mark(b"data %d\n" % len(data))
         self._write(data + b"\n")
         return mark
@@ -497,7 +515,7 @@ def _build_once(parts: Parts, repo: str, only_tag: str | None) -> Built:
     built.removed = sorted(tag for tag in before if tag not in views and tag not in building)
     if not building and not built.built and not built.removed:
         return built
-    writer = Writer(parts.gitdir)
+    writer = Writer(parts.gitdir, parts.objects)
     try:
         for digest, tagged in sorted(to_build.items()):
             view = _build_manifest(parts, writer, image_tree, digest, tagged[0])
