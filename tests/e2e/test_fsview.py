@@ -37,9 +37,8 @@ def wait_for_view(server: Hroot, name: str, tags: tuple[str, ...], timeout: floa
     deadline = time.monotonic() + timeout
     want = {f"{tag}.meta" for tag in tags}
     while time.monotonic() < deadline:
-        code = run("git", "--git-dir", server.data, "ls-tree", "--name-only",
-                   f"hroot/fs/{server.branch(name).removeprefix('hroot/')}:.hroot",
-                   check=False)  # fmt: skip
+        view = f"hroot/fs/{server.branch(name).removeprefix('hroot/')}:.hroot"
+        code = run("git", "--git-dir", server.data, "ls-tree", "--name-only", view, check=False)
         if code.returncode == 0 and want <= set(code.stdout.decode().split()):
             return
         time.sleep(0.2)
@@ -129,8 +128,11 @@ def test_skopeo_pushes_the_same_versions_and_the_views_agree(
     name = f"fsapp-skopeo-{compression}"
     for tag in VERSIONS:
         archive = versions / f"{tag}.tar"
-        skopeo("copy", "--dest-tls-verify=false", f"--dest-compress-format={compression}",
-               f"docker-archive:{archive}", f"docker://{hroot.ref(name, tag)}")  # fmt: skip
+        destination = f"docker://{hroot.ref(name, tag)}"
+        compress = f"--dest-compress-format={compression}"
+        skopeo(
+            "copy", "--dest-tls-verify=false", compress, f"docker-archive:{archive}", destination
+        )
     wait_for_view(hroot, name, VERSIONS)
     wait_for_view(hroot, "fsapp", VERSIONS)
     assert name_status(hroot, name, "v1", "v2") == ["M\tetc/hello"]
