@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import events, follow, health, housekeeping, limits, metrics, proxy, ui
+from registry import events, follow, fsviews, health, housekeeping, limits, metrics, proxy, ui
 from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
@@ -47,6 +47,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     housekeeping.setup(app)
     limits.setup(app)
     events.setup(app)
+    fsviews.setup(app)
     metrics.setup(app)  # after follow and events: it reports a follower's lag and webhooks
     health.setup(app)
     ui.setup(app)

@@ -8,6 +8,7 @@ tip, so concurrent writers (threads or processes) never lose each other's work.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from dulwich.repo import Repo
 from storage import (
     commits,
     digests,
+    fsview,
     gc,
     gitcli,
     history,
@@ -49,6 +51,7 @@ from storage.errors import (
     StoreError,
 )
 from storage.index import Descriptor
+from storage.layers import LIMITS, Limits
 from storage.layout import ObjectCache, TreeWriter
 from storage.maintenance import Maintenance
 from storage.manifests import ParsedManifest
@@ -435,6 +438,7 @@ class Store:
             raise NameUnknown(repo)
         if not refs.compare_and_swap(self._refs, branch, tip, None):
             raise RepositoryChanged(repo)
+        fsview.remove(self._fs_parts(), repo)
         staging = names.staging_ref(repo)
         staged = False
         while (held := refs.read(self._refs, staging)) is not None:
@@ -689,11 +693,50 @@ class Store:
     def diff(
         self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
     ) -> history.ImageDiff:
-        """How image `new` differs from `old`, each a (repository, reference)."""
+        """How image `new` differs from `old`, each a (repository, reference); with the
+        files that differ when the filesystem views of both show them (storage.fsview)."""
         reader = self._history()
-        return history.diff(
-            reader.image(*old, platform, inspect_layers=False),
-            reader.image(*new, platform, inspect_layers=False),
+        before = reader.image(*old, platform, inspect_layers=False)
+        after = reader.image(*new, platform, inspect_layers=False)
+        found = history.diff(before, after)
+        files = fsview.files_diff(
+            self._fs_parts(),
+            self._size,
+            (before.repository, before.reference, before.digest),
+            (after.repository, after.reference, after.digest),
+        )
+        return dataclasses.replace(found, files=files)
+
+    # --- the filesystem view (storage.fsview, docs/format.md §9) ------------------------
+    @space.raises_storage_full
+    @_writing
+    def build_fs_view(
+        self, repo: str, tag: str | None = None, limits: Limits = LIMITS
+    ) -> fsview.Built:
+        """Bring the view `refs/hroot/fs/<repo>` up to repo's tags (with `tag`, build
+        that tag's folder only), streaming each new image's layers into git; one commit,
+        none if nothing changed. An image the view refuses (beyond `limits`, hostile,
+        damaged) is noted, never raised; NameUnknown (its view dropped) for a repository
+        that does not exist, ManifestUnknown for a tag it has not."""
+        names.check_name(repo)
+        if tag is not None:
+            names.check_tag(tag)
+        return fsview.build(dataclasses.replace(self._fs_parts(), limits=limits), repo, tag)
+
+    def fs_view_commit(self, repo: str) -> str | None:
+        """The commit of repo's view, if it has one."""
+        found = refs.read(self._refs, fsview.fs_ref(names.check_name(repo)))
+        return found.decode() if found is not None else None
+
+    def _fs_parts(self) -> fsview.Parts:
+        return fsview.Parts(
+            self.path,
+            self._objects,
+            self._refs,
+            self._cache,
+            self._tip,
+            self._tree_of,
+            self._parsed,
         )
 
     def usage(self, pause: Callable[[], None] = lineage.no_pause) -> history.Usage:
