@@ -28,7 +28,8 @@ class Grant:
     groups: frozenset[str] = frozenset()
 
 
-def _matches(patterns: tuple[str, ...], name: str) -> bool:
+def matches(patterns: tuple[str, ...], name: str) -> bool:
+    """Whether repository `name` matches one of the shell-style `patterns`."""
     return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
@@ -48,7 +49,7 @@ class Rules:
 
     def allows(self, user: str | None, action: str, name: str) -> bool:
         """Whether `user` (None: anonymous) may `action` the repository `name`."""
-        return self._allows(user, action, lambda patterns: _matches(patterns, name))
+        return self._allows(user, action, lambda patterns: matches(patterns, name))
 
     def allows_everywhere(self, user: str | None, action: str) -> bool:
         """Whether `user` may `action` every repository, whatever its name: a pattern `*`."""

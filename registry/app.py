@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from registry import events, follow, health, housekeeping, limits, metrics, proxy, ui
+from registry import events, follow, fsviews, health, housekeeping, limits, metrics, proxy, ui
 from registry.auth import middleware as auth
 from registry.common import CONFIG, POOLS, STORE
 from registry.config import Config
@@ -47,6 +47,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     housekeeping.setup(app)
     limits.setup(app)
     events.setup(app)
+    fsviews.setup(app)
     metrics.setup(app)  # after follow and events: it reports a follower's lag and webhooks
     health.setup(app)
     ui.setup(app)
@@ -60,7 +61,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
 async def _prepare_lineage(app: web.Application) -> AsyncIterator[None]:
     """Build the store's lineage index in the background while the server starts
     answering; wait for it on the way out, before the store closes."""
-    building = asyncio.ensure_future(app[POOLS].read(app[STORE].prepare_lineage))
+    pools = app[POOLS]
+    building = asyncio.ensure_future(pools.background(app[STORE].prepare_lineage, pools.yielder()))
     building.add_done_callback(_log_failure)
     yield
     with contextlib.suppress(Exception):  # logged when it happened

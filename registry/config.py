@@ -115,6 +115,9 @@ class Config:
     ready_follow_lag: float = 60.0
     # Notification webhooks (registry.events): [[webhook]] tables (registry.webhooks).
     webhook: tuple[Webhook, ...] = ()
+    # Repositories (name patterns as in anonymous_pull, `*` for all) whose tags get a
+    # filesystem view in git, refs/hroot/fs/NAME (registry.fsviews); none by default.
+    fs_view: tuple[str, ...] = ()
 
     @property
     def retention(self) -> Rules:
@@ -248,6 +251,7 @@ def _from_mapping(base: Config, values: Mapping[str, Any], source: str) -> Confi
 # Settings with a structure of their own, parsed by registry.access.
 _RULES = {
     "anonymous_pull": parse_patterns,
+    "fs_view": parse_patterns,
     "groups": parse_groups,
     "access": parse_grants,
     "upstream": parse_upstreams,

@@ -1,4 +1,4 @@
-"""Uncompressed tar layers stored as files, and rebuilt byte for byte (docs/format.md §9).
+"""Uncompressed tar layers stored as files, and rebuilt byte for byte (docs/format.md §10).
 
 A layer that is a tar is taken apart (storage.tarsplit) into one git blob per file
 content, which git deduplicates across layers and versions and deltas on `git gc`,

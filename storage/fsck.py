@@ -4,7 +4,8 @@ hroot's own (docs/format.md §5); no printing here (registry/cli/fsck.py prints)
 Three sources of problems: storage.verify over every branch's tip (the OCI layout
 hroot serves), `git fsck` (the git objects themselves, all history included), and
 hroot's leftovers beside the branches: stale ref locks, staging refs whose branch is
-gone, staged blobs whose bytes are not their digest, and bundle refs never cleaned up.
+gone, staged blobs whose bytes are not their digest, bundle refs never cleaned up, and
+filesystem views (docs/format.md §9) whose branch is gone.
 
 Checking only reads, so it runs beside a server. A repair removes leftovers only,
 never a branch, commit or blob a branch holds, and each removal is safe against a
@@ -25,6 +26,7 @@ from dulwich.repo import Repo
 
 from storage import gc, names, refs
 from storage.digests import Digest
+from storage.fsview import FS_PREFIX
 from storage.layout import ObjectCache, TreeWriter
 from storage.objects import ObjectBatch
 from storage.transport import INCOMING_PREFIX
@@ -95,6 +97,7 @@ def check(gitdir: Path) -> Report:
         report.blobs, report.size = checker.hashed()
         report.problems += _staging(gitdir, checker, set(tips))
     report.problems += _incoming(gitdir)
+    report.problems += _fs_views(gitdir, set(tips))
     report.problems += _stale_locks(gitdir)
     report.problems += _git_fsck(gitdir)
     return report
@@ -157,6 +160,22 @@ def _incoming(gitdir: Path) -> list[Problem]:
         if _ref_age(gitdir, ref) > LEFTOVER_SECONDS:
             text = f"{ref.decode()}: left by a bundle apply that did not finish"
             found.append(Problem(None, text, DeadRef(ref, oid)))
+    return found
+
+
+def _fs_views(gitdir: Path, branches: set[str]) -> list[Problem]:
+    """Filesystem views (docs/format.md §9) of repositories that no longer exist (a
+    `git branch -D`): `hroot rm` drops the view with the branch."""
+    repo = Repo(str(gitdir))
+    try:
+        views = repo.refs.as_dict(FS_PREFIX)
+    finally:
+        repo.close()
+    found = []
+    for encoded, oid in sorted(views.items()):
+        if (names.BRANCH_PREFIX + encoded).decode() not in branches:
+            text = f"{(FS_PREFIX + encoded).decode()}: the view of a repository that does not exist"
+            found.append(Problem(names.decode(encoded), text, DeadRef(FS_PREFIX + encoded, oid)))
     return found
 
 

@@ -46,3 +46,16 @@ def read_objects(gitdir: Path, oids: Sequence[bytes]) -> Iterator[tuple[bytes, b
                 content = git.stdout.read(int(header[2]))
                 git.stdout.read(1)  # the newline after each object
                 yield oid, content
+
+
+def object_sizes(gitdir: Path, oids: Sequence[bytes]) -> dict[bytes, int]:
+    """The size of each of `oids` (hex) that git has, from one `git cat-file
+    --batch-check`: dulwich resolves a small object stored as a delta to learn its size."""
+    questions = "".join(f"{oid.decode()}\n" for oid in oids)
+    answers = run(gitdir, "cat-file", "--batch-check=%(objectname) %(objectsize)", input=questions)
+    sizes = {}
+    for line in answers.splitlines():
+        oid, _, size = line.partition(" ")
+        if size.isdigit():  # not "OID missing"
+            sizes[oid.encode()] = int(size)
+    return sizes

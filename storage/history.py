@@ -8,22 +8,21 @@ Values come back as dataclasses; printing them is the command line's business.
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import zstandard
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
 from storage import digests, layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
+from storage.fsview import FileChange
 from storage.index import TAG_ANNOTATION, Index
+from storage.layers import Refused, compressed, decompressed
 from storage.layout import ObjectCache
 from storage.manifests import INDEX_TYPES, load_json
 from storage.pushes import Pushed
@@ -33,8 +32,7 @@ from storage.types import Manifest
 _BASE_IMAGE = re.compile(r"^(\S+)@(\S+)(?: \((\S+)\))?$")
 _TRAILER = re.compile(r"^([A-Za-z0-9-]+): (.*)$")
 _ACTIONS = ("push", "delete", "create")
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BETWEEN_PAUSES = 64  # repositories counted between two pauses of `usage`
 
 
 # --- what the functions return ----------------------------------------------------------
@@ -201,6 +199,7 @@ class ImageDiff:
     layers: LayersDiff
     config: ConfigDiff
     size: SizeDiff
+    files: list[FileChange] | None = None  # when the views of both show them (storage.fsview)
 
 
 @dataclass(frozen=True)
@@ -282,6 +281,7 @@ class Reads:
     repositories: Callable[[], list[str]]
     get_manifest: Callable[[str, str], Manifest]
     size: Callable[[bytes, Digest], int]  # of blob oid at digest's path
+    size_ahead: Callable[[list[tuple[bytes, Digest]]], None]  # many at once, for `size`
     pushed: Callable[[str, bytes, str], Pushed | None]  # (repo, tip, digest): storage.pushes
     holders: Callable[[list[Digest], list[str]], dict[Digest, list[str]]]  # storage.holders
 
@@ -478,41 +478,39 @@ class History:
         if pointer is not None:
             return pointer.size
         with objects.open_blob(self._objects, oid.decode()) as peek:
-            magic = bytes(peek.read(4))
-            size = peek.size
-        if not (magic.startswith(_GZIP_MAGIC) or magic == _ZSTD_MAGIC):
-            return size
+            if not compressed(bytes(peek.read(4))):
+                return peek.size
         with objects.open_blob(self._objects, oid.decode()) as blob:
+            reader = decompressed(blob)
+            total = 0
             try:
-                if magic == _ZSTD_MAGIC:
-                    reader: Any = zstandard.ZstdDecompressor().stream_reader(
-                        blob, read_across_frames=True, closefd=False
-                    )
-                else:
-                    reader = gzip.GzipFile(fileobj=blob, mode="rb")
-                total = 0
                 while chunk := reader.read(objects.CHUNK):
                     total += len(chunk)
-                return total
-            except (OSError, EOFError, zlib.error, zstandard.ZstdError):
+            except Refused:
                 return None
+            return total
 
     # ls
-    def usage(self) -> Usage:
-        """Every repository's tip: its counts and bytes, unique and shared."""
-        tips: dict[str, bytes | None] = {
-            name: self._reads.tip(name)[1] for name in self._reads.repositories()
-        }
-        held: dict[str, dict[Digest, bytes]] = {
-            name: layout.blobs(self._cache, tree) for name, tree in tips.items()
-        }
+    def usage(self, pause: Callable[[], None]) -> Usage:
+        """Every repository's tip: its counts and bytes, unique and shared; `pause` is
+        called every few repositories (storage.Store.usage)."""
+        tips: dict[str, bytes | None] = {}
+        held: dict[str, dict[Digest, bytes]] = {}
+        for number, name in enumerate(self._reads.repositories()):
+            if number % _BETWEEN_PAUSES == 0:
+                pause()
+            tips[name] = tree = self._reads.tip(name)[1]
+            held[name] = layout.blobs(self._cache, tree)
         holders: dict[Digest, int] = {}
         for blobs in held.values():
             for digest in blobs:
                 holders[digest] = holders.get(digest, 0) + 1
+        self._reads.size_ahead([(oid, d) for blobs in held.values() for d, oid in blobs.items()])
         sizes: dict[Digest, int] = {}
         found = []
-        for name, tree in tips.items():
+        for number, (name, tree) in enumerate(tips.items()):
+            if number % _BETWEEN_PAUSES == 0:
+                pause()
             index = layout.read_index(self._cache, tree)
             for digest, oid in held[name].items():
                 sizes[digest] = self._reads.size(oid, digest)

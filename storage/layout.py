@@ -1,7 +1,7 @@
 """The OCI image layout inside each commit's tree (docs/format.md §3), read and written.
 
 A commit's tree is `oci-layout`, `index.json` and `blobs/<alg>/<hex>`; a staging
-tree is just `blobs/<alg>/<hex>`. A layer stored as files (§9) has a pointer at its
+tree is just `blobs/<alg>/<hex>`. A layer stored as files (§10) has a pointer at its
 `blobs/` path, the tree of its objects at `.hroot/layers/<alg>/<hex>` in the same tree
 (so that they are reachable), and in a layout a `.gitattributes` line that has
 `git archive` rebuild it. Parsed trees and index files are cached by their
@@ -28,11 +28,11 @@ from storage.pointers import Pointer
 TREE_MODE = 0o040000
 FILE_MODE = 0o100644
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-HIDDEN = b".hroot"  # what a layer stored as files needs, kept reachable (§9)
+HIDDEN = b".hroot"  # what a layer stored as files needs, kept reachable (§10)
 LAYERS = b"layers"
 ATTRIBUTES = b".gitattributes"
 ATTRIBUTES_HEAD = (
-    b"# hroot, docs/format.md section 9: layers stored as files, rebuilt by git archive\n"
+    b"# hroot, docs/format.md section 10: layers stored as files, rebuilt by git archive\n"
     b"/.hroot export-ignore\n/.gitattributes export-ignore\n"
 )
 
@@ -129,7 +129,7 @@ class ObjectCache:
         return read_named(self._objects, oid)[1]
 
     def pointer(self, oid: bytes, digest: Digest) -> Pointer | None:
-        """The pointer (§9) that blob `oid`, stored at `digest`'s path, is; None if it is
+        """The pointer (§10) that blob `oid`, stored at `digest`'s path, is; None if it is
         the blob itself. Only a blob small enough to be one is read to find out."""
 
         def load() -> Pointer | None:

@@ -31,6 +31,8 @@ from storage.index import Descriptor
 from storage.manifests import ParsedManifest
 from storage.refwatch import RefWatch
 
+# Manifests of one branch read between two pauses of `prepare`.
+_BETWEEN_PAUSES = 256
 # A base pushed more than this many commits ago is named by its branch's tip instead.
 _SEARCH_DEPTH = 1000
 # The platform of an index entry that names none (as buildx marks its attestations).
@@ -63,6 +65,10 @@ class Edit:
 
     digest: str
     layers: list[Digest] | None  # the manifest pushed, or None: it was removed
+
+
+def no_pause() -> None:
+    """The `pause` of work nobody waits beside (the commands, the tests)."""
 
 
 def pushed_by(objects: DiskObjectStore, tip: bytes, digest: str, depth: int) -> bytes | None:
@@ -136,11 +142,12 @@ class Lineage:
             found = (self._base(ref, platform, layers) for platform, layers in images)
             return [base for base in found if base is not None]
 
-    def prepare(self) -> None:
+    def prepare(self, pause: Callable[[], None] = no_pause) -> None:
         """Build the index now, instead of in the first push that needs it (2 s at
-        2,000 repositories)."""
+        2,000 repositories), calling `pause` between branches and every few hundred
+        manifests."""
         with self._lock:
-            self._refresh()
+            self._refresh(pause)
 
     def committed(
         self, ref: bytes, old: bytes | None, new: bytes, edits: list[tuple[bytes, Edit]]
@@ -214,7 +221,7 @@ class Lineage:
         return branch.pushed[digest]
 
     # --- keeping the index true to the refs ---------------------------------
-    def _refresh(self) -> None:
+    def _refresh(self, pause: Callable[[], None] = no_pause) -> None:
         """Read again every branch that may have changed since the last lookup."""
         if self._watch is None:
             self._watch = RefWatch(self._gitdir, names.BRANCH_PREFIX.decode().rstrip("/"))
@@ -233,9 +240,12 @@ class Lineage:
         for ref, tip in tips.items():
             branch = self._branches.get(ref)
             if tip != (branch.tip if branch is not None else None):
-                self._read_branch(ref, tip)
+                pause()
+                self._read_branch(ref, tip, pause)
 
-    def _read_branch(self, ref: bytes, tip: bytes | None) -> None:
+    def _read_branch(
+        self, ref: bytes, tip: bytes | None, pause: Callable[[], None] = no_pause
+    ) -> None:
         """Index the images of `ref` at `tip` afresh (None: the branch is gone)."""
         old = self._branches.pop(ref, None)
         if old is not None:
@@ -244,7 +254,9 @@ class Lineage:
         if tip is None:
             return
         branch = self._branches[ref] = _Branch(tip)
-        for descriptor, manifest in self._manifests_in(self._tree_of(tip)):
+        for number, (descriptor, manifest) in enumerate(self._manifests_in(self._tree_of(tip))):
+            if number % _BETWEEN_PAUSES == _BETWEEN_PAUSES - 1:
+                pause()
             if manifest.layers:
                 self._add(ref, branch, descriptor["digest"], manifest.layers)
 

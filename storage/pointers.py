@@ -1,5 +1,5 @@
 """The small blob that stands at `blobs/<alg>/<hex>` for a layer stored as files
-(docs/format.md §9), as a git-lfs pointer stands for its file.
+(docs/format.md §10), as a git-lfs pointer stands for its file.
 
 A pointer names its own layer's digest. That is what makes it one: a client can push
 a blob that reads like a pointer, but it is stored under the digest of those bytes,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from storage import digests
 from storage.digests import Digest
 
-MAGIC = b"hroot layer stored as files, docs/format.md section 9\n"
+MAGIC = b"hroot layer stored as files, docs/format.md section 10\n"
 MAX_SIZE = 512  # no pointer is longer; a longer blob is never read to find out
 _FIELDS = re.compile(
     rb"digest (?P<digest>[a-z0-9]+:[0-9a-f]+)\nsize (?P<size>[0-9]+)\n"

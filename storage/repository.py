@@ -149,7 +149,7 @@ def _to_format_2(path: Path) -> None:
 
 
 def _to_format_3(path: Path) -> None:
-    """Format 3 may store uncompressed tar layers as files (§9). Nothing to rewrite:
+    """Format 3 may store uncompressed tar layers as files (§10). Nothing to rewrite:
     every layer stored so far stays whole, which format 3 reads as it is; the smudge
     filter that `git archive` needs is written on every open (_write_filter)."""
 
@@ -158,7 +158,7 @@ _UPGRADES: dict[int, Callable[[Path], None]] = {1: _to_format_2, 2: _to_format_3
 
 
 def _write_filter(path: Path) -> None:
-    """Point `filter.hroot` at the running hroot (docs/format.md §9), unless it does:
+    """Point `filter.hroot` at the running hroot (docs/format.md §10), unless it does:
     `git archive` runs it to rebuild layers stored as files. A config another process
     is writing this moment is left to it; it writes the same or its own hroot."""
     config = _read_config(path)

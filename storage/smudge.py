@@ -1,4 +1,4 @@
-"""`git archive`'s smudge filter for layers stored as files (docs/format.md §9).
+"""`git archive`'s smudge filter for layers stored as files (docs/format.md §10).
 
 Git runs it in the repository, the file's content (a pointer) on stdin, for each path
 that `.gitattributes` marks `filter=hroot`, and writes what it prints into the

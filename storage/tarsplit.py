@@ -1,5 +1,5 @@
 """A tar taken apart into file contents and everything else, and the map that puts it
-back together byte for byte (docs/format.md §9).
+back together byte for byte (docs/format.md §10).
 
 `split` walks a tar's 512-byte blocks as they stream past and tells a sink, in order,
 what is *literal* (headers, PAX and GNU extension records, GNU sparse maps, padding,

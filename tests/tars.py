@@ -1,4 +1,4 @@
-"""A corpus of real tars for the tests of layers stored as files (docs/format.md §9):
+"""A corpus of real tars for the tests of layers stored as files (docs/format.md §10):
 Python's tarfile in each format, GNU tar's sparse files, and trees of this machine."""
 
 from __future__ import annotations

@@ -12,7 +12,21 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-from registry.cli import bundle, diff, export, fsck, gc, import_, log, ls, rm, serve, show, sync
+from registry.cli import (
+    bundle,
+    diff,
+    export,
+    fs,
+    fsck,
+    gc,
+    import_,
+    log,
+    ls,
+    rm,
+    serve,
+    show,
+    sync,
+)
 
 # In the order `hroot --help` lists them.
 COMMANDS: list[ModuleType] = [
@@ -22,6 +36,7 @@ COMMANDS: list[ModuleType] = [
     diff,
     ls,
     rm,
+    fs,
     import_,
     export,
     bundle,

@@ -96,6 +96,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "several upstreams, credentials and TTLs: [[upstream]] in the config "
         "(README: Pull-through proxy)",
     )
+    serve.add_argument(
+        "--fs-view",
+        metavar="PATTERN",
+        action="append",
+        help="keep a filesystem view in git (refs/hroot/fs/NAME: each tag's files, for "
+        "`git diff` and `git log -- PATH`) of repositories whose names match PATTERN "
+        "(`*` for all); built in the background after each push; repeatable",
+    )
     security = serve.add_argument_group("security (README: Security; more in the config file)")
     security.add_argument(
         "--tls-cert",
@@ -140,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             htpasswd=args.htpasswd,
             anonymous_pull=args.anonymous_pull,
             upstream=[{"url": args.proxy}] if args.proxy else None,
+            fs_view=args.fs_view,
         )
         if config.follow is not None:
             follow.check_source(config.follow, config.data)

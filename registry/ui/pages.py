@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from registry.auth.middleware import may, shown
-from registry.common import blocking, store
+from registry.common import POOLS, blocking, store
 from registry.errors import PaginationNumberInvalid
 from registry.formats import config_lines, short, signed_size, size, value, when
 from registry.paging import NUMBER, page_size
@@ -25,6 +25,7 @@ SIZES = web.AppKey("ui_sizes", reads.Sizes)
 PREFIX = "/ui/"
 PAGE = 100  # rows of a page when `n` does not say
 HISTORY_PAGE = 50  # commits of a history page: each is a row of the graph
+SHARED_SHOWN = 10  # repositories named beside a layer that others share: a base may be in 2,000
 
 
 def environment() -> jinja2.Environment:
@@ -37,6 +38,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(size=size, signed_size=signed_size, short=short, when=when, value=value)
+    env.globals["shared_shown"] = SHARED_SHOWN
     env.globals["config_lines"] = config_lines  # what `hroot diff` says of two configs
     return env
 
@@ -104,7 +106,8 @@ async def repositories(request: web.Request) -> web.Response:
     names = await blocking(request, store(request).repositories)
     visible = [name for name in names if shown(request, name)]
     sizes = request.app[SIZES]
-    sizes.refresh(partial(blocking, request, store(request).usage))
+    pools = request.app[POOLS]
+    sizes.refresh(partial(pools.background, store(request).usage, pools.yielder()))
     found = await blocking(
         request, reads.repositories, store(request), visible, n, last, sizes.usage
     )

@@ -1,4 +1,4 @@
-"""Uncompressed layers through the API (docs/format.md §9): pushed as clients push them,
+"""Uncompressed layers through the API (docs/format.md §10): pushed as clients push them,
 stored as files, pulled back byte for byte, whole and by range."""
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ most half of the write threads, and never a read thread."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from storage import Store, names, refs
+from registry.pools import Pools
+from storage import Store, digests, names, refs
 from tests.api.helpers import Api, assert_error
 from tests.documents import image_manifest
 
@@ -72,3 +74,47 @@ async def test_a_lock_held_past_the_wait_is_a_503(
     lock.unlink()
     tags = await (await api.client.get("/v2/stuck/tags/list")).json()
     assert tags["tags"] == ["v0"]
+
+
+async def test_background_work_pauses_while_reads_run_within_its_budget() -> None:
+    """A background job's `pause` waits for a request's read to end, and no longer than
+    its budget when reads go on."""
+    pools = Pools(read_threads=4, write_threads=1)
+    try:
+        pause = pools.yielder(budget=5.0)
+        reading = asyncio.ensure_future(pools.read(time.sleep, 0.4))
+        await asyncio.sleep(0.05)  # the read runs
+        started = time.monotonic()
+        await pools.background(pause)
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert reading.done()
+        await pools.background(pause)  # nothing reads: no wait
+
+        short = pools.yielder(budget=0.1)
+        reading = asyncio.ensure_future(pools.read(time.sleep, 1.0))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await pools.background(short)
+        assert time.monotonic() - started < 0.5 and not reading.done()
+        await reading
+    finally:
+        pools.shutdown()
+
+
+def test_building_the_lineage_index_pauses_between_its_pieces(store: Store) -> None:
+    """prepare_lineage calls its pause before each branch and every 256 manifests."""
+    for n in range(300):
+        config = json.dumps({"os": "linux", "n": n}).encode()
+        for blob in (config, b"a layer"):
+            store.put_blob("many", str(digests.of(blob)), io.BytesIO(blob), len(blob))
+        store.put_manifest("many", f"t{n}", image_manifest(config, [b"a layer"]))
+    restarted = Store.open(store.path)
+    pauses = []
+    try:
+        restarted.prepare_lineage(lambda: pauses.append(1))
+        assert len(pauses) == 2  # before the branch, after its 256th manifest
+        counted = []
+        restarted.usage(lambda: counted.append(1))
+        assert len(counted) == 2  # before the first repository, in each of two passes
+    finally:
+        restarted.close()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from registry.access import Grant
-from registry.ui.pages import SIZES
+from registry.ui.pages import SHARED_SHOWN, SIZES
 from tests.api.helpers import Api
 from tests.api.test_auth import basic, write_htpasswd
 from tests.documents import OCI_INDEX, OCI_MANIFEST, descriptor, digest_of, image_manifest
@@ -139,6 +139,14 @@ async def test_image_page_of_a_derived_image(api: Api, pushed: dict[str, str]) -
     assert "/ui/r/" not in own_row
     manifest = unescape(html[html.index('id="manifest"') :].split("</pre>")[0])
     assert '"schemaVersion": 2' in manifest and f'"note": "{ANNOTATION}"' in manifest
+
+
+async def test_a_layer_in_many_repositories_names_the_first_few(api: Api) -> None:
+    for n in range(SHARED_SHOWN + 3):
+        await push(api, f"copy/n{n:02d}", "1", config(), (BASE_LAYER,))
+    text = words(await page(api, "/ui/r/copy/n00/-/i/1"))
+    shown = " , ".join(f"copy/n{n:02d}" for n in range(1, SHARED_SHOWN + 1))  # words() spaces
+    assert f"{shown} and 2 more" in text
 
 
 async def test_image_page_of_an_index_links_its_platforms(api: Api, pushed: dict[str, str]) -> None:

@@ -151,7 +151,8 @@ def test_diff_prints_layers_config_and_size(registry: Registry) -> None:
     assert out.index("\nlayers\n") < out.index("\nconfig\n") < out.index("\nsize\n")
 
     found = as_json("diff", "app:old", "base:1", "--data", registry.data)
-    assert set(found) == {"old", "new", "layers", "config", "size"}  # room for "files" later
+    assert set(found) == {"old", "new", "layers", "config", "size", "files"}
+    assert found["files"] is None  # neither image has a filesystem view
     assert found["layers"]["kept"] == [
         {"digest": digest_of(registry.base_layer), "size": len(registry.base_layer)}
     ]

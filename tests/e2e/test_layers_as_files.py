@@ -1,4 +1,4 @@
-"""Uncompressed layers from real clients stored as files (docs/format.md §9): skopeo
+"""Uncompressed layers from real clients stored as files (docs/format.md §10): skopeo
 pushing an OCI layout whose layer is a plain tar, and `hroot import` of a `docker save`;
 pulled back, exported by `git archive`, byte for byte."""
 

@@ -1,4 +1,4 @@
-"""Uncompressed tar layers stored as files and rebuilt byte for byte (docs/format.md §9),
+"""Uncompressed tar layers stored as files and rebuilt byte for byte (docs/format.md §10),
 checked on real tars and with the git command line."""
 
 from __future__ import annotations
@@ -357,3 +357,21 @@ def test_retention_keeps_a_dropped_layer_staged_with_its_files(store: Store) -> 
     assert layer not in stored_as_files(store, "hroot/app")
     assert layer in stored_as_files(store, staged("app"))
     assert read(store, "app", layer) == data
+
+
+def test_the_filesystem_view_reads_a_layer_stored_as_files(store: Store) -> None:
+    """The view (§9) takes the layer rebuilt, and its files are the very blobs the layer
+    is stored as."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, body in (("etc/hostname", b"box\n"), ("usr/lib/big.bin", os.urandom(tars.BIG))):
+            member = tarfile.TarInfo(name)
+            member.size = len(body)
+            tar.addfile(member, io.BytesIO(body))
+    push_tar_image(store, "app", "v1", out.getvalue())
+    built = store.build_fs_view("app")
+    assert built.refused == {} and built.built == ["v1"]
+    assert git(store, "show", "hroot/fs/app:v1/etc/hostname") == "box\n"
+    big = git(store, "rev-parse", "hroot/fs/app:v1/usr/lib/big.bin").strip()
+    layer_tree = git(store, "ls-tree", "-r", "hroot/app:.hroot/layers")
+    assert big in layer_tree

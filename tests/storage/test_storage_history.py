@@ -292,3 +292,19 @@ def test_holders_are_the_repositories_whose_tip_holds_each_blob(store: Store) ->
         digest_of(loose): [],
         "sha256:nope": [],
     }
+
+
+def test_usage_after_a_restart_learns_many_sizes_from_git(store: Store) -> None:
+    """More blobs than _READ_AHEAD, none cached: their sizes come from one `git cat-file
+    --batch-check`, and equal what `git ls-tree -l` lists."""
+    for n in range(20):
+        push_layers(store, "many", f"v{n}", image_config(User=str(n)), [os.urandom(100 + n)])
+    restarted = Store.open(store.path)
+    try:
+        (found,) = restarted.usage().repositories
+    finally:
+        restarted.close()
+    listing = git(store, "ls-tree", "-r", "-l", "hroot/many", "blobs").splitlines()
+    sizes = [int(line.split()[3]) for line in listing]
+    assert len(sizes) == 60  # a config, a layer and a manifest per push
+    assert (found.blobs, found.size, found.unique) == (len(sizes), sum(sizes), sum(sizes))

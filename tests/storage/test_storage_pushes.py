@@ -66,6 +66,9 @@ def test_a_manifest_pushed_twice_is_known_by_its_newest_push(store: Store) -> No
 
     assert_as_git_says(store, "app", [first, second])
     assert store.pushes("app")[first].commit == git(store, "rev-parse", "hroot/app").strip()
+    by_digest = push_image(store, "app.x", None).digest  # `push NAME@DIGEST`
+    assert_as_git_says(store, "app.x", [by_digest])
+    assert store.pushes("app.x")[by_digest] is not None
 
 
 def test_a_delete_is_no_push(store: Store) -> None:
