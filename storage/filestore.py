@@ -132,7 +132,11 @@ class FileStore:
         return Rebuilt(self._store, self._cache, index)
 
     def size(self, oid: bytes, digest: Digest) -> int:
-        with self.open(oid, digest) as reader:
+        """The size of blob `oid` at `digest`'s path: a pointer's says its layer's."""
+        pointer = self._cache.pointer(oid, digest)
+        if pointer is not None:
+            return pointer.size
+        with objects.open_blob(self._store, oid.decode()) as reader:
             return reader.size
 
     def _hashes(self, oid: bytes, digest: Digest) -> bool:
