@@ -36,12 +36,12 @@ def upload(store: Store, repo: str, data: bytes, piece: int = 1 << 20) -> str:
 def read(store: Store, repo: str, digest: str, start: int = 0, length: int = -1) -> bytes:
     with store.open_blob(repo, digest) as reader:
         reader.skip(start)
-        out = b""
+        out = bytearray()
         while (length < 0 or len(out) < length) and (
             chunk := reader.read(1 << 20 if length < 0 else length - len(out))
         ):
             out += chunk
-        return out
+        return bytes(out)
 
 
 def stored_as_files(store: Store, ref: str) -> list[str]:
