@@ -96,6 +96,13 @@ class FileStore:
             log.info("a tar of %d bytes is stored whole: %s", size, reason)
             pack.close()
             return None
+        except OSError:  # the disk, not the tar: the caller says so (a full disk)
+            pack.close()
+            raise
+        except Exception:  # a tar this code gets wrong must not cost the push
+            log.exception("a tar of %d bytes is stored whole: splitting it failed", size)
+            pack.close()
+            return None
         except BaseException:
             pack.close()
             raise
