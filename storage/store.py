@@ -22,6 +22,7 @@ from dulwich.repo import Repo
 from storage import (
     commits,
     digests,
+    fsdiff,
     fsview,
     gc,
     gitcli,
@@ -694,12 +695,12 @@ class Store:
         self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
     ) -> history.ImageDiff:
         """How image `new` differs from `old`, each a (repository, reference); with the
-        files that differ when the filesystem views of both show them (storage.fsview)."""
+        files that differ when the filesystem views of both show them (storage.fsdiff)."""
         reader = self._history()
         before = reader.image(*old, platform, inspect_layers=False)
         after = reader.image(*new, platform, inspect_layers=False)
         found = history.diff(before, after)
-        files = fsview.files_diff(
+        files = fsdiff.files_diff(
             self._fs_parts(),
             self._size,
             (before.repository, before.reference, before.digest),
