@@ -665,6 +665,11 @@ class Store:
         assert tip is not None
         return self._pushes.of(repo, tip)
 
+    def pushes_indexed(self, repo: str) -> bool:
+        """Whether `pushes(repo)` has its index already and reads at most the commits
+        since: the pages read a very long history's index in the background instead."""
+        return self._pushes.has(repo)
+
     def image(
         self,
         repo: str,
