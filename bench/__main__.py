@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from bench import blob, debian, replication, report, runner
-from bench.workloads import Workload, workloads
+from bench.suite import workloads
+from bench.workloads import Workload
 
 INSTALL = {
     "docker-registry": "apt-get install docker-registry  (CNCF Distribution 2.8)",

@@ -153,11 +153,12 @@ class DebianSeries(Workload):
         push = 0.0
         ready: list[float] = []
         last = self.images[-1]
+        view = self.view and isinstance(server, Hroot)  # Distribution has none
         async with registry_client(server.url) as client:
             for index, image in enumerate(self.images):
                 self.status = f"pushed {index} of {len(self.images)} versions"
                 push += await timed(client.push_image(self.repo, image))
-                if self.view:
+                if view:
                     ready.append(await self._view_ready(server, time.perf_counter()))
             digest = await client.head_manifest(self.repo, last.tag)
             if digest != last.digest:
@@ -177,13 +178,16 @@ class DebianSeries(Workload):
             "gc, server stopped (s)": gc,
             "disk after gc (MiB)": after / MiB,
         }
-        if self.view:
-            view = after - await self._disk_without_view(server)
+        if view:
+            view_bytes = after - await self._disk_without_view(server)
+            first, newest = self.images[0].tag, last.tag
             metrics |= {
+                f"view ready after push of {first}, the first (s)": ready[0],
+                f"view ready after push of {newest}, the largest (s)": ready[-1],
                 "view ready after push, p50 (s)": statistics.median(ready),
                 "view ready after push, max (s)": max(ready),
-                "view: extra disk after gc (MiB)": view / MiB,
-                "view / compressed layers": view / self.compressed_bytes,
+                "view: extra disk after gc (MiB)": view_bytes / MiB,
+                "view / compressed layers": view_bytes / self.compressed_bytes,
             }
         return metrics
 

@@ -617,29 +617,3 @@ class PullThrough(Workload):
         seconds = await timed(skopeo_copy(remote, f"oci:{pulled}:v1"))
         shutil.rmtree(pulled)
         return seconds
-
-
-def workloads(root: Path, scale: float) -> list[Workload]:
-    """All workloads at the given scale, each with its own folder under root."""
-    from bench.series import DebianSeries  # it builds on this module
-
-    series = scaled(10, scale, minimum=3)
-    return [
-        SkopeoPushPull(root / "1", 1, 1, scaled(GiB, scale)),
-        SkopeoPushPull(root / "2", 2, 50, scaled(MiB, scale)),
-        ConcurrentPulls(root / "3", 32, scaled(100 * MiB, scale)),
-        ConcurrentPushes(root / "4", 8, scaled(MiB, scale)),
-        ManifestLatency(root / "5", 200, scaled(4000, scale, minimum=400)),
-        ManyTagsAndRepositories(
-            root / "6", scaled(10_000, scale, minimum=10), scaled(2_000, scale, minimum=10)
-        ),
-        DiskCorpus(root / "7", 20, 5, scaled(8 * MiB, scale)),
-        PushAtScale(
-            root / "8", 10, scaled(2_000, scale, minimum=20), scaled(200, scale, minimum=50)
-        ),
-        Retention(root / "9", 20, 5, scaled(8 * MiB, scale)),
-        PullThrough(root / "10", 4, scaled(50 * MiB, scale)),
-        DebianSeries(root / "11", 11, series, compressed=True),
-        DebianSeries(root / "12", 12, series, compressed=False),
-        DebianSeries(root / "13", 13, series, compressed=True, hroot_args=("--fs-view", "*")),
-    ]

@@ -20,7 +20,7 @@ from dulwich.objects import Commit
 from storage import digests, layout, manifests, objects
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
-from storage.fsview import FileChange
+from storage.fsdiff import FileChange
 from storage.index import TAG_ANNOTATION, Index
 from storage.layers import Refused, compressed, decompressed
 from storage.layout import ObjectCache
@@ -199,7 +199,7 @@ class ImageDiff:
     layers: LayersDiff
     config: ConfigDiff
     size: SizeDiff
-    files: list[FileChange] | None = None  # when the views of both show them (storage.fsview)
+    files: list[FileChange] | None = None  # when the views of both show them (storage.fsdiff)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,12 @@ class PushIndex:
                 self._known.popitem(last=False)
         return Pushes(pushed)
 
+    def has(self, repo: str) -> bool:
+        """Whether repo's index is kept, as of some tip: bringing it up to the branch's
+        tip then reads only the commits since (unless the branch was rewritten)."""
+        with self._lock:
+            return repo in self._known
+
     def find(self, repo: str, tip: bytes, digest: str) -> Pushed | None:
         """The newest push of manifest `digest` up to `tip`: from the index when it is up
         to date, else by one `git log --grep` that stops at the first match (an image page

@@ -23,6 +23,7 @@ from storage import (
     commits,
     digests,
     filestore,
+    fsdiff,
     fsview,
     gc,
     gitcli,
@@ -694,6 +695,11 @@ class Store:
         assert tip is not None
         return self._pushes.of(repo, tip)
 
+    def pushes_indexed(self, repo: str) -> bool:
+        """Whether `pushes(repo)` has its index already and reads at most the commits
+        since: the pages read a very long history's index in the background instead."""
+        return self._pushes.has(repo)
+
     def image(
         self,
         repo: str,
@@ -724,12 +730,12 @@ class Store:
         self, old: tuple[str, str], new: tuple[str, str], platform: str | None = None
     ) -> history.ImageDiff:
         """How image `new` differs from `old`, each a (repository, reference); with the
-        files that differ when the filesystem views of both show them (storage.fsview)."""
+        files that differ when the filesystem views of both show them (storage.fsdiff)."""
         reader = self._history()
         before = reader.image(*old, platform, inspect_layers=False)
         after = reader.image(*new, platform, inspect_layers=False)
         found = history.diff(before, after)
-        files = fsview.files_diff(
+        files = fsdiff.files_diff(
             self._fs_parts(),
             self._object_size,
             (before.repository, before.reference, before.digest),

@@ -7,7 +7,7 @@ import argparse
 from registry.cli.common import add_data_option, add_json_option, print_json
 from registry.cli.display import image_reference, jsonable, reading
 from registry.formats import config_lines, signed_size, size
-from storage.fsview import FileChange
+from storage.fsdiff import FileChange
 from storage.history import ImageDiff, ImageName, LayerSize
 
 

@@ -9,6 +9,10 @@ benchmark reads.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from registry.middleware import handle_errors
@@ -20,5 +24,15 @@ def setup(app: web.Application) -> None:
     that a refused login or an unknown page under /ui/ answers in HTML)."""
     app[pages.TEMPLATES] = pages.environment()
     app[pages.SIZES] = reads.Sizes()
+    app[pages.PUSH_TIMES] = reads.PushTimes()
     app.middlewares.insert(app.middlewares.index(handle_errors), pages.html_errors)
     app.add_routes(pages.ROUTES)
+    app.cleanup_ctx.append(_background_reads)
+
+
+async def _background_reads(app: web.Application) -> AsyncIterator[None]:
+    """On the way out, let a count of sizes or a read of push times under way end before
+    the store closes: their threads read it until then."""
+    yield
+    with contextlib.suppress(Exception):  # logged when it happened
+        await asyncio.gather(app[pages.SIZES].wait(), app[pages.PUSH_TIMES].wait())

@@ -22,6 +22,7 @@ from storage.errors import NameUnknown, Unsupported
 
 TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
 SIZES = web.AppKey("ui_sizes", reads.Sizes)
+PUSH_TIMES = web.AppKey("ui_push_times", reads.PushTimes)
 PREFIX = "/ui/"
 PAGE = 100  # rows of a page when `n` does not say
 HISTORY_PAGE = 50  # commits of a history page: each is a row of the graph
@@ -122,6 +123,10 @@ async def repository(request: web.Request) -> web.Response:
     n = _page_size(request, PAGE)
     last = request.query.get("last") or None
     found = await blocking(request, reads.tags, store(request), name, n, last)
+    if found.pushes_pending:
+        pools = request.app[POOLS]
+        read = partial(pools.background, store(request).pushes, name)
+        request.app[PUSH_TIMES].read(name, read)
     return render(request, "repository.html", name=name, page=found, n=n)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from registry.access import Grant
-from registry.ui.pages import SHARED_SHOWN, SIZES
+from registry.ui import reads
+from registry.ui.pages import PUSH_TIMES, SHARED_SHOWN, SIZES
 from tests.api.helpers import Api
 from tests.api.test_auth import basic, write_htpasswd
 from tests.documents import OCI_INDEX, OCI_MANIFEST, descriptor, digest_of, image_manifest
@@ -210,6 +211,22 @@ async def test_pages_are_paged(api: Api, pushed: dict[str, str]) -> None:
     last = await page(api, "/ui/r/app?n=1&last=1")
     assert 'href="/ui/r/app/-/i/2"' in last and "next page" not in last
     await page(api, "/ui/?n=x", status=400)
+
+
+async def test_a_big_repository_shows_its_tags_first_and_push_times_once_read(
+    api: Api, pushed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond PUSHES_LATER tags, a first view does not wait for the push index: it says
+    the times are being read, and the next view has them."""
+    monkeypatch.setattr(reads, "PUSHES_LATER", 1)
+    first = words(await page(api, "/ui/r/app"))
+    assert "being read from the history" in first and "…" in first
+    await api.client.app[PUSH_TIMES].wait()
+    again = words(await page(api, "/ui/r/app"))
+    assert "being read" not in again and "…" not in again
+    assert re.search(r"\b1 .* 20\d\d-\d\d-\d\d", again)  # a push time on tag 1's row
+    small = words(await page(api, "/ui/r/multi"))  # one tag: never put off
+    assert "being read" not in small
 
 
 async def test_a_repository_named_like_a_page_is_its_own(api: Api, pushed: dict[str, str]) -> None:
