@@ -501,14 +501,20 @@ class PackedFirst:
     def __init__(self, store: DiskObjectStore) -> None:
         self._store = store
         self._packs = packindex.listed(store.pack_dir)
+        self._last = 0  # where `find` looks first
         self._fds: dict[str, int] = {}  # pack path -> open file
 
     def find(self, oid: str) -> tuple[str, int] | None:
-        """The pack and offset of `oid`, if a pack listed holds it."""
+        """The pack and offset of `oid`, if a pack listed holds it: first the pack that
+        held the last one found (a layer's files were mostly written together)."""
+        if not self._packs:
+            return None
         binary = bytes.fromhex(oid)
-        for path, index in self._packs:
+        for at in (self._last, *range(len(self._packs))):
+            path, index = self._packs[at]
             offset = index.offset(binary)
             if offset is not None:
+                self._last = at
                 return path, offset
         return None
 
