@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 BIG = 1_200_000  # a file this big makes any tar big enough to be split (filestore.MIN_SIZE)
-DEBIAN_SERIES = Path.home() / ".cache" / "hroot-bench" / "debian-series"
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **fields: object) -> None:
@@ -78,9 +76,3 @@ def sparse_folder(folder: Path) -> Path:
         sparse.truncate(16 << 20)
     (folder / "plain.bin").write_bytes(os.urandom(BIG))
     return folder
-
-
-def have_gnu_tar() -> bool:
-    if shutil.which("tar") is None:
-        return False
-    return b"GNU tar" in subprocess.run(["tar", "--version"], capture_output=True).stdout
