@@ -26,6 +26,7 @@ PUSH_TIMES = web.AppKey("ui_push_times", reads.PushTimes)
 PREFIX = "/ui/"
 PAGE = 100  # rows of a page when `n` does not say
 HISTORY_PAGE = 50  # commits of a history page: each is a row of the graph
+FILES_SHOWN = 1000  # files of a diff listed on its page; `hroot diff` lists them all
 SHARED_SHOWN = 10  # repositories named beside a layer that others share: a base may be in 2,000
 
 
@@ -40,6 +41,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(size=size, signed_size=signed_size, short=short, when=when, value=value)
     env.globals["shared_shown"] = SHARED_SHOWN
+    env.globals["files_shown"] = FILES_SHOWN
     env.globals["config_lines"] = config_lines  # what `hroot diff` says of two configs
     return env
 

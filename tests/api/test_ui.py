@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from registry.access import Grant
+from registry.common import STORE
 from registry.ui import reads
 from registry.ui.pages import PUSH_TIMES, SHARED_SHOWN, SIZES
 from tests.api.helpers import Api
 from tests.api.test_auth import basic, write_htpasswd
 from tests.documents import OCI_INDEX, OCI_MANIFEST, descriptor, digest_of, image_manifest
+from tests.storage.images import tar_of
 
 MakeApi = Callable[..., Awaitable[Api]]
 HOSTILE = '<script>alert("label")</script>'
@@ -197,6 +199,23 @@ async def test_diff_page_says_what_hroot_diff_says(api: Api, pushed: dict[str, s
     assert '<input name="a"' in form
     index = words(await page(api, "/ui/r/multi/-/diff?a=1&b=1", status=400))
     assert "multi-platform index" in index
+
+
+async def test_diff_page_lists_the_files_of_two_filesystem_views(api: Api) -> None:
+    """With both images in the filesystem view (issue 12), the files added, removed and
+    changed, as `hroot diff` lists them."""
+    old = tar_of({"etc/a": b"one", "etc/b": b"same", "etc/gone": b"x"})
+    new = tar_of({"etc/a": b"two!", "etc/b": b"same", "etc/new": b"hello"})
+    await push(api, "fsapp", "1", config(), (old,))
+    await push(api, "fsapp", "2", config(), (new,))
+    assert (await page(api, "/ui/r/fsapp/-/diff?a=1&b=2")).count('id="files"') == 0  # no view
+    api.client.app[STORE].build_fs_view("fsapp")
+    html = await page(api, "/ui/r/fsapp/-/diff?a=1&b=2")
+    rows = re.findall(r'<tr class="(\w+)"><td>\w+</td><td class="mono">([^<]+)</td>', html)
+    files = [row for row in rows if row[1].startswith("/")]  # not the layers table
+    assert sorted(files) == [("added", "/etc/new"), ("changed", "/etc/a"), ("removed", "/etc/gone")]
+    assert "3 B -&gt; 4 B" in html
+    assert words(await page(api, "/ui/r/fsapp/-/diff?a=2&b=2")).endswith("Files unchanged")
 
 
 async def test_pages_are_paged(api: Api, pushed: dict[str, str]) -> None:
