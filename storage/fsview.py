@@ -226,11 +226,7 @@ def _meta_header(parts: Parts, meta: bytes) -> Shown:
                 head += piece
         return _read_header(head)
 
-    return parts.cache.get("fs-meta-header", meta, load, _one)
-
-
-def _one(_: object) -> int:
-    return 1
+    return parts.cache.get("fs-meta-header", meta, load, layout.one)
 
 
 def _build_manifest(

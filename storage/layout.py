@@ -137,7 +137,7 @@ class ObjectCache:
                 small = reader.size <= pointers.MAX_SIZE
                 return pointers.parse(bytes(reader.read(reader.size))) if small else None
 
-        found = self.get("pointer", oid, load, _one)
+        found = self.get("pointer", oid, load, one)
         return found if found is not None and found.digest == digest else None
 
     def holds(self, kind: str, oid: bytes) -> bool:
@@ -167,7 +167,8 @@ class ObjectCache:
                 self._used -= dropped
 
 
-def _one(_: object) -> int:
+def one(_: object) -> int:
+    """The cost in ObjectCache of an entry that holds one small value."""
     return 1
 
 

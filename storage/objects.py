@@ -43,6 +43,7 @@ CHUNK = 1 << 20
 PARALLEL_HASH_SIZE = 16 << 20  # from this size on, a blob's git id is hashed in a thread
 _BLOB_TYPE = 3  # pack object type numbers (gitformat-pack)
 _DELTA_TYPES = (6, 7)
+_ENTRY_HEADER_MAX = 16  # bytes that hold any pack entry's type and size (a varint)
 
 
 WRITEBACK_EVERY = 16 << 20
@@ -545,12 +546,7 @@ class PackedFirst:
             except FileNotFoundError:
                 return None
         head = os.pread(fd, size + 24, offset)
-        byte, at = head[0], 1
-        kind, length, shift = (byte >> 4) & 7, byte & 15, 4
-        while byte & 0x80:
-            byte, at = head[at], at + 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
+        kind, length, at = _entry_header(head)
         block = head[at + 2 : at + 7]  # after the zlib header
         if kind != _BLOB_TYPE or length != size or len(block) < 5 or block[0] & 0x06:
             return None  # not a blob of this size, or not a stored block first
@@ -588,17 +584,24 @@ def _open_loose(store: DiskObjectStore, oid: str) -> ObjectReader:
         raise
 
 
+def _entry_header(head: bytes) -> tuple[int, int, int]:
+    """A pack entry's type, size and header length, from its first bytes (at least
+    _ENTRY_HEADER_MAX of them, or all there are)."""
+    byte, at = head[0], 1
+    kind, size, shift = (byte >> 4) & 7, byte & 15, 4
+    while byte & 0x80:
+        byte, at = head[at], at + 1
+        size |= (byte & 0x7F) << shift
+        shift += 7
+    return kind, size, at
+
+
 def _open_packed(store: DiskObjectStore, pack_path: str, offset: int, oid: str) -> ObjectReader:
     file = open(pack_path, "rb")  # noqa: SIM115 (the reader owns it)
     file.seek(offset)
-    byte = file.read(1)[0]
-    kind, size, shift = (byte >> 4) & 7, byte & 15, 4
-    while byte & 0x80:
-        byte = file.read(1)[0]
-        size |= (byte & 0x7F) << shift
-        shift += 7
+    kind, size, at = _entry_header(file.read(_ENTRY_HEADER_MAX))
     if kind == _BLOB_TYPE:
-        return ObjectReader(file, file.tell(), size)
+        return ObjectReader(file, offset + at, size)
     file.close()
     if kind not in _DELTA_TYPES:
         raise KeyError(oid)

@@ -518,7 +518,9 @@ class Store:
         return commit, self._tree_of(commit)
 
     def _tree_of(self, commit: bytes) -> bytes:
-        return self._cache.get("commit", commit, lambda: _commit_tree(self._objects, commit), _one)
+        return self._cache.get(
+            "commit", commit, lambda: _commit_tree(self._objects, commit), layout.one
+        )
 
     def _staged(self, repo: str) -> bytes | None:
         return refs.read(self._refs, names.staging_ref(repo))
@@ -552,7 +554,7 @@ class Store:
         """The size of the blob stored as `oid` at `digest`'s path (a pointer's layer's)."""
         # by path too: a pointer's bytes pushed as a blob of their own are the same object
         key = oid + str(digest).encode()
-        return self._cache.get("size", key, lambda: self._files.size(oid, digest), _one)
+        return self._cache.get("size", key, lambda: self._files.size(oid, digest), layout.one)
 
     def _object_size(self, oid: bytes) -> int:
         """The size of git blob `oid` itself (a file of a filesystem view)."""
@@ -561,7 +563,7 @@ class Store:
             with objects.open_blob(self._objects, oid.decode()) as reader:
                 return reader.size
 
-        return self._cache.get("object-size", oid, load, _one)
+        return self._cache.get("object-size", oid, load, layout.one)
 
     def _size_ahead(self, blobs: list[tuple[bytes, Digest]]) -> None:
         """Learn the sizes of many blobs (oid, the digest whose path holds it) that are not
@@ -584,7 +586,7 @@ class Store:
 
     def _parsed(self, oid: bytes) -> ParsedManifest | None:
         """A stored manifest, parsed; None for one that no longer parses (e.g. pushed by git)."""
-        return self._cache.get("manifest", oid, lambda: _parse(self._cache.raw(oid)), _one)
+        return self._cache.get("manifest", oid, lambda: _parse(self._cache.raw(oid)), layout.one)
 
     def _stored_manifests(self, tree: bytes | None) -> Iterator[tuple[Descriptor, ParsedManifest]]:
         """Each manifest of a layout (once, whatever its tags), with what it says."""
@@ -802,7 +804,3 @@ def _parse(body: bytes) -> ParsedManifest | None:
 
 def _str(value: object | None) -> str | None:
     return None if value is None else str(value)
-
-
-def _one(_: object) -> int:
-    return 1
