@@ -270,15 +270,14 @@ def collect(
 
 def usage(gitdir: Path) -> Usage:
     """Objects by `git count-objects -v`; bytes of every file under objects/ and the spools."""
-    lines = gitcli.run(gitdir, "count-objects", "-v").splitlines()
-    counted = dict(line.split(": ", 1) for line in lines)
+    counted = gitcli.count_objects(gitdir)
     total = 0
     for folder in (gitdir / "objects", gitdir / "hroot" / "uploads"):
         for root, _, files in os.walk(folder):
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(os.path.join(root, name)).st_size
-    return Usage(int(counted["count"]) + int(counted["in-pack"]), total)
+    return Usage(counted["count"] + counted["in-pack"], total)
 
 
 def _expire_spools(root: Path, cutoff: float, report: GcReport) -> None:
