@@ -18,6 +18,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 
 from storage import digests, layout, manifests, objects
+from storage.commitlog import ACTIONS, BASE_IMAGE
 from storage.digests import Digest
 from storage.errors import ManifestUnknown, Unsupported
 from storage.fsdiff import FileChange
@@ -29,9 +30,7 @@ from storage.pushes import Pushed
 from storage.types import Manifest
 
 # `Base-Image: repo@digest`, or for one platform of an index `repo@digest (os/arch[/variant])`
-_BASE_IMAGE = re.compile(r"^(\S+)@(\S+)(?: \((\S+)\))?$")
 _TRAILER = re.compile(r"^([A-Za-z0-9-]+): (.*)$")
-_ACTIONS = ("push", "delete", "create")
 _BETWEEN_PAUSES = 64  # repositories counted between two pauses of `usage`
 
 
@@ -323,7 +322,7 @@ class History:
         return LogEntry(
             commit=oid.decode(),
             time=_time(commit),
-            action=action if action in _ACTIONS else "commit",
+            action=action if action in ACTIONS else "commit",
             summary=summary,
             tags=self._tag_changes(parent_tree, commit.tree),
             image=image,
@@ -659,7 +658,7 @@ def _message(commit: Commit) -> tuple[str, list[tuple[str, str]]]:
 def _bases(trailers: list[tuple[str, str]]) -> list[BaseImage]:
     found = []
     for key, value in trailers:
-        match = _BASE_IMAGE.match(value) if key == "Base-Image" else None
+        match = BASE_IMAGE.match(value) if key == "Base-Image" else None
         if match is not None:
             found.append(BaseImage(match.group(1), match.group(2), match.group(3)))
     return found

@@ -20,6 +20,7 @@ from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from storage import (
+    commitlog,
     commits,
     digests,
     filestore,
@@ -688,6 +689,14 @@ class Store:
     def log(self, repo: str, limit: int | None = None) -> Iterator[history.LogEntry]:
         """repo's own history, newest first, read as it is iterated; NameUnknown if none."""
         return self._history().log(repo, limit)
+
+    def commit_log(self, repo: str, skip: int, n: int) -> list[commitlog.Commit]:
+        """Up to n commits of repo's own history after the newest `skip`, as their first
+        lines and trailers say (storage.commitlog: git log, for the history graph);
+        NameUnknown if repo has no branch."""
+        tip, _ = self._tip(repo, must_exist=True)
+        assert tip is not None
+        return commitlog.commits(self.path, tip.decode(), skip, n)
 
     def pushes(self, repo: str) -> Mapping[str, history.Pushed]:
         """Each manifest digest repo's own (first-parent) history pushed -> its newest push:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from registry.ui.git import Base as BaseImage
-from registry.ui.git import Commit
+from storage.commitlog import Base as BaseImage
+from storage.commitlog import Commit
 
 LANE = 16  # x of the repository's own commits
 BASE_LANE = 44  # x of the base images merged into them

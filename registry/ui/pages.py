@@ -17,7 +17,7 @@ from registry.common import POOLS, blocking, store
 from registry.errors import PaginationNumberInvalid
 from registry.formats import config_lines, short, signed_size, size, value, when
 from registry.paging import NUMBER, page_size
-from registry.ui import git, graph, reads
+from registry.ui import graph, reads
 from storage.errors import NameUnknown, Unsupported
 
 TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
@@ -153,10 +153,7 @@ async def history(request: web.Request) -> web.Response:
     name = _visible(request)
     n = _page_size(request, HISTORY_PAGE)
     skip = _number(request, "skip")
-    data = store(request).path
-    if await blocking(request, git.tip, data, name) is None:
-        raise NameUnknown(name)
-    entries = await blocking(request, git.commits, data, name, skip, n + 1)
+    entries = await blocking(request, store(request).commit_log, name, skip, n + 1)
     drawn = graph.draw(entries[:n], partial(shown, request))
     return render(
         request,
