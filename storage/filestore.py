@@ -5,9 +5,8 @@ content, which git deduplicates across layers and versions and deltas on `git gc
 plus a small map of everything else. All of it goes into one pack (storage.packs),
 with a tree that holds every object the layer needs and a pointer blob that stands
 at the layer's `blobs/` path. Before the pointer is handed back, the layer is read
-back from git as a pull reads it, and compared with the bytes it was made from (or,
-where those were not checked against the digest as they came in, hashed): only a
-layer that rebuilds exactly is stored this way, anything else is stored whole.
+back from git as a pull reads it, and hashed: only a layer that rebuilds to its digest
+is stored this way, anything else is stored whole.
 """
 
 from __future__ import annotations
@@ -64,21 +63,11 @@ class FileStore:
         self._store = store
         self._cache = cache
 
-    def store(
-        self,
-        read: tarsplit.Read,
-        size: int,
-        digest: Digest,
-        again: Callable[[], tarsplit.Read] | None = None,
-    ) -> Stored | None:
+    def store(self, read: tarsplit.Read, size: int, digest: Digest) -> Stored | None:
         """Store the `size` bytes `read` gives as files if they are a tar that rebuilds to
-        `digest`; None (nothing named, nothing to undo) if they are not.
-
-        `again`, when the caller knows those bytes are `digest`'s (checked as they came
-        in), reads them once more from the start: the rebuild is then compared with them
-        (a memcmp) instead of hashed."""
+        `digest`; None (nothing named, nothing to undo) if they are not."""
         split = self._split(read, size)
-        return self._install(split, digest, again) if split is not None else None
+        return self._install(split, digest) if split is not None else None
 
     def _split(self, read: tarsplit.Read, size: int) -> Split | None:
         """Take the tar apart into a pack not yet installed; None if it is no tar to
@@ -107,19 +96,16 @@ class FileStore:
             pack.close()
             raise
 
-    def _install(
-        self, split: Split, digest: Digest, again: Callable[[], tarsplit.Read] | None = None
-    ) -> Stored | None:
+    def _install(self, split: Split, digest: Digest) -> Stored | None:
         """Add `split`'s pointer, install its pack, and check that the layer reads back as
-        `digest` (or as what `again` reads, see `store`); None if it does not."""
+        `digest`; None if it does not."""
         with split.pack as pack:
             pointer = Pointer(
                 digest, split.size, split.index.hex().encode(), split.tree.hex().encode()
             )
             oid = pack.add(b"blob", pointer.encode()).hex().encode()
             pack.finish()
-        rebuilt = self._matches(oid, digest, again()) if again else self._hashes(oid, digest)
-        if not rebuilt:
+        if not self._rebuilds(pointer, digest):
             log.warning("%s did not rebuild from its files: it is stored whole", digest)
             return None
         return Stored(oid, pack.size)
@@ -146,12 +132,13 @@ class FileStore:
         with objects.open_blob(self._store, oid.decode()) as reader:
             return reader.size
 
-    def _hashes(self, oid: bytes, digest: Digest) -> bool:
-        """Whether layer `oid` reads back as `digest`'s bytes: each piece is hashed in
-        another thread while the next is read (hashlib lets go of the GIL)."""
+    def _rebuilds(self, pointer: Pointer, digest: Digest) -> bool:
+        """Whether the layer `pointer` stands for reads back from git as `digest`'s bytes:
+        each piece is hashed in another thread while the next is read (hashlib lets go
+        of the GIL), which costs less than reading the upload again to compare."""
         hasher = digest.hasher()
         hashing: Future[None] | None = None
-        with self.open(oid, digest) as reader:
+        with self.rebuild(pointer) as reader:
             while chunk := reader.read(_VERIFY_PIECE):
                 if hashing is not None:
                     hashing.result()
@@ -159,17 +146,6 @@ class FileStore:
         if hashing is not None:
             hashing.result()
         return digest.matches(hasher)
-
-    def _matches(self, oid: bytes, digest: Digest, source: tarsplit.Read) -> bool:
-        """Whether layer `oid` reads back as the bytes `source` gives, every one."""
-        with self.open(oid, digest) as reader:
-            left = reader.size
-            while left:
-                chunk = reader.read(min(_VERIFY_PIECE, left))
-                if not chunk or chunk != source(len(chunk)):
-                    return False
-                left -= len(chunk)
-        return True
 
 
 def _cost(index: Index) -> int:

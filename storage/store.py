@@ -543,11 +543,8 @@ class Store:
         (storage.filestore) and give that: the whole object is then named by nothing,
         and the next gc past the expiry prunes it."""
         oid = objects.write_blob(self.path / "objects", stream.read, size, digest)
-        with (
-            objects.open_blob(self._objects, oid) as reader,
-            objects.open_blob(self._objects, oid) as again,  # its digest checked: compare
-        ):
-            stored = self._files.store(reader.read, size, digest, lambda: again.read)
+        with objects.open_blob(self._objects, oid) as reader:
+            stored = self._files.store(reader.read, size, digest)
         self._maintenance.wrote(size + (stored.written if stored else 0))
         return stored.oid if stored else oid.encode()
 

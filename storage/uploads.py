@@ -127,8 +127,7 @@ class Uploads:
                         hashes = objects.BlobHashes(received.size)
                 else:
                     hashes = objects.BlobHashes(received.size, digest)
-                again = (lambda: _spooled(spool)) if checked else None
-                stored = self._files.store(_spooled(spool), received.size, digest, again)
+                stored = self._files.store(_spooled(spool), received.size, digest)
                 if stored is not None:
                     hashes.close()
                     return stored.oid, stored.written

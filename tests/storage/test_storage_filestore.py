@@ -206,6 +206,30 @@ def test_files_are_stored_once_across_versions(store: Store) -> None:
     assert len(second) == 1 and second[0] < 100_000 < sum(first.values())
 
 
+def test_contents_small_big_and_repeated_are_each_one_blob_in_order(store: Store) -> None:
+    """A content over the 8 MiB storage.packs hashes whole streams in between small ones;
+    a content met twice in one tar is one blob. Every one is the blob `git hash-object`
+    names, and the layer rebuilds byte for byte."""
+    small = [os.urandom(random.Random(i).randrange(1, 70_000)) for i in range(600)]
+    big = os.urandom((8 << 20) + 4097)
+    contents = [*small[:300], big, *small[300:], small[7], big]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for number, body in enumerate(contents):
+            member = tarfile.TarInfo(f"f/{number:04d}")
+            member.size = len(body)
+            tar.addfile(member, io.BytesIO(body))
+    digest = check_rebuilt(store, out.getvalue())
+    layer = f"{staged('t')}:.hroot/layers/sha256/{digest.removeprefix('sha256:')}"
+    listed = git(store, "ls-tree", "-r", "--name-only", layer)
+    held = {name.replace("/", "") for name in listed.split() if name != "index"}
+    for body in {bytes(body) for body in contents}:
+        hashed = subprocess.run(
+            ["git", "hash-object", "--stdin"], input=body, capture_output=True, check=True
+        )
+        assert hashed.stdout.decode().strip() in held
+
+
 def push_tar_image(store: Store, repo: str, tag: str, data: bytes) -> tuple[str, str]:
     """An image whose one layer is `data`, uncompressed; (layer digest, manifest digest)."""
     layer = upload(store, repo, data)
