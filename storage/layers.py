@@ -78,7 +78,7 @@ class _Unzstd:
             source, read_across_frames=True, closefd=False
         )
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int) -> bytes | bytearray:
         try:
             return self._reader.read(n)
         except zstandard.ZstdError as error:
@@ -169,7 +169,7 @@ def split_path(name: str, what: str = "path") -> tuple[str, ...]:
     return parts
 
 
-def entries(stream: Readable, limits: Limits) -> Iterator[tuple[Entry, BinaryIO | None]]:
+def entries(stream: Readable, limits: Limits) -> Iterator[tuple[Entry, Readable | None]]:
     """Each entry of a tar stream, with a reader of a regular file's content (to be read
     before the next entry is asked for, or skipped); Refused for what `limits` or the
     checks of split_path do not allow, and for a tar that is not one or ends early."""
@@ -179,11 +179,25 @@ def entries(stream: Readable, limits: Limits) -> Iterator[tuple[Entry, BinaryIO 
                 tar.members.clear()  # stream mode keeps every header otherwise
                 entry = _entry(member, limits)
                 content = tar.extractfile(member) if entry.kind == "file" else None
-                yield entry, content
+                yield entry, _Content(content) if content is not None else None
     except tarfile.TarError as error:
         raise Refused(message=f"not a readable tar: {error}") from None
     except (EOFError, OSError) as error:
         raise Refused(message=f"the layer ends early or is damaged: {error}") from None
+
+
+class _Content:
+    """A file's content in the tar, read by the caller: a tar that ends inside it is
+    Refused as one that ends between entries is (tarfile raises ReadError)."""
+
+    def __init__(self, reader: BinaryIO) -> None:
+        self._reader = reader
+
+    def read(self, n: int) -> bytes | bytearray:
+        try:
+            return self._reader.read(n)
+        except tarfile.TarError as error:
+            raise Refused(message=f"the layer ends early or is damaged: {error}") from None
 
 
 def _entry(member: tarfile.TarInfo, limits: Limits) -> Entry:

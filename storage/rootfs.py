@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from storage.fastimport import MODE_EXEC, MODE_FILE, MODE_LINK, Writer, c_quoted
-from storage.layers import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, Limits, Refused
+from storage.layers import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, Limits, Readable, Refused
 
 _UNSAFE = re.compile(rb"[\x00-\x20%\x7f]")  # written %XX in a .meta
 _QUOTED = re.compile(rb"%([0-9A-F]{2})")
@@ -50,7 +49,7 @@ class Rootfs:
         self._entries = 0
         self._bytes = 0
 
-    def apply(self, layer: int, tar: Iterator[tuple[Entry, BinaryIO | None]]) -> None:
+    def apply(self, layer: int, tar: Iterator[tuple[Entry, Readable | None]]) -> None:
         """Layer number `layer` (0 first) on what the ones before made; Refused for an
         entry the view cannot hold truthfully or that goes over the limits."""
         for entry, content in tar:
@@ -76,7 +75,7 @@ class Rootfs:
             else:
                 self._add(parent, name, self._node(entry, layer, content))
 
-    def _node(self, entry: Entry, layer: int, content: BinaryIO | None) -> _Node:
+    def _node(self, entry: Entry, layer: int, content: Readable | None) -> _Node:
         if entry.kind == "hardlink":
             target = self._find(tuple(entry.link.split("/")))
             if target is None or target.kind == "dir":

@@ -327,6 +327,7 @@ HOSTILE = {
         gzip.compress(tar(entry("a", data=os.urandom(50_000))))[:20_000],
         "ends early",
     ),
+    "truncated-plain": (tar(entry("a", data=os.urandom(50_000)))[:20_000], "ends early"),
     "corrupt-gzip": (b"\x1f\x8b\x08\x00" + b"garbage" * 100, "gzip"),
     "dotgit": (tar(entry(".git/config", data=b"[core]")), ".git"),
 }
