@@ -6,8 +6,9 @@ of an index), and under `.hroot/<tag>.meta` what a git tree cannot hold (modes,
 ownership, times, hard links, devices, fifos, empty folders, xattrs), so that `git diff`
 and `git log -- path` work on what is inside images.
 
-Each build streams the layers of the images it has not shown yet into one `git
-fast-import` (storage.fastimport), each image's through its own root filesystem
+Each build streams the layers of the images it has not shown yet into git, their files
+as blobs of one pack and then the trees and commit through one `git fast-import`
+(storage.fastimport), each image's through its own root filesystem
 (storage.rootfs). A tag whose image was shown before (the same manifest, under any tag)
 keeps its folder's tree without reading a layer. An image the view refuses
 (storage.layers.Refused) has no folder; its `.meta` says why, so that it is not tried

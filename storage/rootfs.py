@@ -2,7 +2,7 @@
 what a git tree cannot hold (docs/format.md §9).
 
 Layers are applied in order with OCI whiteouts, each tar streamed from its blob: every
-regular file goes to `git fast-import` (storage.fastimport) as it comes out of the tar,
+regular file goes into git (storage.fastimport) as it comes out of the tar,
 and only a few bytes per entry are kept (an image may have 500,000). What a git tree
 cannot hold truthfully (an entry under a symlink, a `.git` name, a hard link to nothing)
 is Refused, with one line of reason.
@@ -24,7 +24,7 @@ class _Node:
     """One path of the filesystem, in as few bytes as will do (an image may have 500,000):
     `meta` is its `.meta` line after the path, None for a folder no tar entry declared;
     `kind` is what it holds (a hard link holds its target's kind); `data` names a file's
-    or symlink's content for fast-import: a mark, or the id of a blob git has."""
+    or symlink's content: the hex id of its blob."""
 
     __slots__ = ("children", "data", "kind", "layer", "meta", "mode")
 

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -370,6 +371,28 @@ def test_corrupt_deflate_inside_gzip_is_refused(store: Store) -> None:
 
 
 # --- the view among the rest of the registry ----------------------------------------------
+
+
+def test_a_file_of_many_pieces_is_one_blob_and_one_cut_short_leaves_nothing(
+    store: Store,
+) -> None:
+    """A file bigger than what is hashed whole is written into the pack a piece at a
+    time; one whose tar ends inside it is refused, and what was written of it is not
+    kept: the pack stays sound."""
+    big = os.urandom(9 << 20)
+    push(store, "v1", gzip.compress(tar(entry("big", data=big), entry("small", data=b"s")), 1))
+    whole = tar(entry("first", data=b"f"), entry("cut", data=os.urandom(9 << 20)))
+    push(store, "v2", whole[: 512 * 3 + (5 << 20)])  # ends 5 MiB into "cut"
+    built = build(store)
+    assert built.built == ["v1", "v2"] and "ends early" in built.refused["v2"]
+    blob = git(store, "rev-parse", "hroot/fs/app:v1/big").strip()
+    hashed = subprocess.run(["git", "hash-object", "--stdin"], input=big, capture_output=True)
+    assert blob == hashed.stdout.decode().strip()
+    shown = subprocess.run(
+        ["git", "--git-dir", str(store.path), "cat-file", "blob", blob], capture_output=True
+    )
+    assert shown.stdout == big
+    assert_fsck_clean(store)
 
 
 def test_remove_drops_the_view_and_fsck_reports_an_orphan(store: Store) -> None:
