@@ -311,11 +311,11 @@ class Rebuilt(BlobReader):
     def _read_content(self, record: Record, offset: int, n: int) -> bytes | bytearray:
         if record.size <= deflate.STORED_MAX:  # most files: read whole, in one go
             if self._small is None:
-                self._small = self._blobs.read(record.oid.hex(), record.size)
+                self._small = self._blobs.read(record.oid, record.size)
             return self._small[offset : offset + n]
         if self._content is None or self._content_at != offset:
             self._drop_content()
-            self._content = self._blobs.open(record.oid.hex())
+            self._content = self._blobs.open(record.oid)
             self._content.skip(offset)
             self._content_at = offset
         data = self._content.read(min(n, record.size - offset))

@@ -505,28 +505,28 @@ class PackedFirst:
         self._last = 0  # where `find` looks first
         self._fds: dict[str, int] = {}  # pack path -> open file
 
-    def find(self, oid: str) -> tuple[str, int] | None:
-        """The pack and offset of `oid`, if a pack listed holds it: first the pack that
-        held the last one found (a layer's files were mostly written together)."""
+    def find(self, oid: bytes) -> tuple[str, int] | None:
+        """The pack and offset of `oid` (binary), if a pack listed holds it: first the
+        pack that held the last one found (a layer's files were mostly written together)."""
         if not self._packs:
             return None
-        binary = bytes.fromhex(oid)
         for at in (self._last, *range(len(self._packs))):
             path, index = self._packs[at]
-            offset = index.offset(binary)
+            offset = index.offset(oid)
             if offset is not None:
                 self._last = at
                 return path, offset
         return None
 
-    def open(self, oid: str) -> ObjectReader:
+    def open(self, oid: bytes) -> ObjectReader:
+        """Blob `oid` (binary), streamed."""
         found = self.find(oid)
         if found is not None:
             with contextlib.suppress(FileNotFoundError):
-                return _open_packed(self._store, found[0], found[1], oid)
-        return open_blob(self._store, oid)
+                return _open_packed(self._store, found[0], found[1], oid.hex())
+        return open_blob(self._store, oid.hex())
 
-    def read(self, oid: str, size: int) -> bytes:
+    def read(self, oid: bytes, size: int) -> bytes:
         """The whole of a blob of `size` bytes, in one read where it is the pack entry of
         one stored block (as storage.packs writes file contents, and git's repack keeps
         them unless it makes a delta), else streamed."""

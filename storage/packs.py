@@ -49,6 +49,7 @@ class PackWriter:
         self._records = bytearray()  # _RECORD per object written
         self._seen: set[bytes] = set()  # binary ids written here or found stored
         self._packs = packindex.listed(str(self._dir))
+        self._last_pack = 0  # where _known looks first
         self._freshened: set[str] = set()  # packs made recent
         self.size = 0  # bytes of the pack so far
 
@@ -135,17 +136,20 @@ class PackWriter:
 
     def _known(self, oid: bytes) -> bool:
         """Whether the object is written here or stored (then made recent, as
-        objects.freshen does, each pack once): the packs are listed once per writer."""
+        objects.freshen does, each pack once): the packs are listed once per writer and
+        looked in first, the one that held the last object found before the others (a
+        layer's next version finds most of its files in one pack), then the loose ones."""
         if oid in self._seen:
             return True
         self._seen.add(oid)
         hexsha = oid.hex()
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(os.path.join(self._store.path, hexsha[:2], hexsha[2:]))
-            return True
-        for path, index in self._packs:
+        for at in (self._last_pack, *range(len(self._packs))):
+            if at >= len(self._packs):
+                continue
+            path, index = self._packs[at]
             if index.offset(oid) is None:
                 continue
+            self._last_pack = at
             if path not in self._freshened:
                 try:
                     os.utime(path)
@@ -153,7 +157,11 @@ class PackWriter:
                     return objects.freshen(self._store, hexsha.encode())
                 self._freshened.add(path)
             return True
-        return False
+        try:
+            os.utime(os.path.join(self._store.path, hexsha[:2], hexsha[2:]))
+        except FileNotFoundError:
+            return False
+        return True
 
     def finish(self) -> None:
         """Patch the count in, write the checksum and the index, sync both, and name

@@ -18,7 +18,6 @@ one chunk, not the whole map.
 
 from __future__ import annotations
 
-import io
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Protocol
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 MAX_LITERAL = 16 << 20  # a longer run of non-content bytes: not a tar worth splitting
+READ_PIECE = 1 << 20  # bytes read at a time from the blob being split (_Exact)
 CHUNK_RECORDS = 512  # records per chunk: what a read at any offset parses at most
 CHUNK_LITERAL = 1 << 20  # ... or literal bytes per chunk, whichever comes first
 INDEX_MAGIC = b"hroot-tar-index 1\n"
@@ -114,27 +114,49 @@ def _flush(sink: Sink, pending: bytearray) -> None:
 
 
 class _Exact:
-    """Reads of exactly the bytes asked for, out of a blob of known size."""
+    """Reads of exactly the bytes asked for, out of a blob of known size, served from a
+    piece of READ_PIECE bytes read at a time: a tar is mostly headers of 512 bytes and
+    small files, and a call of `read` for each cost more than parsing them."""
 
     def __init__(self, read: Read, size: int) -> None:
         self._read = read
         self.offset = 0
         self.left = size
+        self._piece: bytes | bytearray = b""
+        self._at = 0  # in `_piece`
 
     def take(self, n: int) -> bytes | bytearray:
         if n > self.left:
             raise NotSplittable("the tar ends early")
+        at, piece = self._at, self._piece
+        if at + n <= len(piece):
+            data = piece[at : at + n]
+            self._at = at + n
+        else:
+            held = piece[at:]
+            unread = self.left - len(held)  # in the blob, not yet read from it
+            need = n - len(held)
+            if need >= READ_PIECE:
+                data = held + self._exactly(need)
+                self._piece, self._at = b"", 0
+            else:
+                self._piece = self._exactly(min(READ_PIECE, unread))
+                data = held + self._piece[:need]
+                self._at = need
+        self.offset += n
+        self.left -= n
+        return data
+
+    def _exactly(self, n: int) -> bytes | bytearray:
         data = self._read(n)
         if len(data) != n:
             raise NotSplittable("the blob ends early")
-        self.offset += n
-        self.left -= n
         return data
 
 
 def _checksum_ok(block: bytes | bytearray) -> bool:
     field = bytes(block[148:156]).strip(b" \x00")
-    if not field or not all(48 <= c <= 55 for c in field):
+    if not _octal(field):
         return False
     stored = int(field, 8)
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:BLOCK])
@@ -144,6 +166,11 @@ def _checksum_ok(block: bytes | bytearray) -> bool:
     return stored == unsigned - 256 * high  # old tars summed signed bytes
 
 
+def _octal(digits: bytes) -> bool:
+    """Whether `digits` is one or more octal digits and nothing else."""
+    return bool(digits) and not digits.translate(None, b"01234567")
+
+
 def _number(field: bytes | bytearray) -> int:
     """A numeric header field: octal, or GNU's base-256 for big values."""
     if field[0] == 0x80:
@@ -151,9 +178,11 @@ def _number(field: bytes | bytearray) -> int:
     if field[0] & 0x80:
         raise NotSplittable("a negative size")
     digits = bytes(field).strip(b" \x00")
-    if not all(48 <= c <= 55 for c in digits):
+    if not digits:
+        return 0
+    if not _octal(digits):
         raise NotSplittable(f"size field {bytes(field)!r}")
-    return int(digits, 8) if digits else 0
+    return int(digits, 8)
 
 
 def _pax_size(data: bytes | bytearray, current: int | None) -> int | None:
@@ -186,14 +215,12 @@ class Record:
 
 
 def encode_records(records: list[Record]) -> bytes:
-    out = io.BytesIO()
+    out: list[bytes] = []
     for record in records:
-        out.write(_varint(len(record.literal)))
-        out.write(record.literal)
-        out.write(_varint(record.size))
+        out += (_varint(len(record.literal)), record.literal, _varint(record.size))
         if record.size:
-            out.write(record.oid)
-    return out.getvalue()
+            out.append(record.oid)
+    return b"".join(out)
 
 
 def decode_records(data: bytes) -> list[Record]:
