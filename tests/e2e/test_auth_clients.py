@@ -136,11 +136,12 @@ def test_podman_and_skopeo_login(
     assert len(hroot.commits("pod/app")) == len(commits) + 1
     podman("rmi", "--all", "--force")
 
-    # Anyone pulls public/*, with no credentials at all; nothing else.
+    # Anyone pulls public/*, with no credentials at all (none from ~/.docker either:
+    # skopeo falls back to it); nothing else.
     public = f"docker://{hroot.ref('public/app', 'v1')}"
     skopeo("copy", "--dest-cert-dir", trust[1], *auth, source, public)
-    skopeo("inspect", *trust, public)
-    code, out = skopeo.attempt("inspect", *trust, f"docker://{ref}")
+    skopeo("inspect", *trust, "--no-creds", public)
+    code, out = skopeo.attempt("inspect", *trust, "--no-creds", f"docker://{ref}")
     assert refused(code, out, "authentication required", "unauthorized", "denied"), out
     assert_no_secrets(hroot)
 
@@ -154,7 +155,13 @@ def test_oras_and_dxf_with_credentials(
     # for a new one (as docker, podman and skopeo do on a 401 with error=insufficient_scope),
     # so its pushes fail against Distribution's token auth too; its basic backend works.
     client = oras.OrasClient(hostname=hroot.host, tls_verify=str(certs.ca), auth_backend="basic")
-    client.login("alice", USERS["alice"], hostname=hroot.host, tls_verify=str(certs.ca))
+    client.login(  # into a config of its own, not the user's ~/.docker/config.json
+        "alice",
+        USERS["alice"],
+        hostname=hroot.host,
+        tls_verify=str(certs.ca),
+        config_path=str(tmp_path / "docker-config.json"),
+    )
     target = f"{hroot.host}/oras/app:v1"
     response = client.push(target=target, files=[str(source)], disable_path_validation=True)
     hroot.assert_pushed("oras/app", str(response.headers["Docker-Content-Digest"]))
