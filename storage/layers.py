@@ -78,7 +78,7 @@ class _Unzstd:
             source, read_across_frames=True, closefd=False
         )
 
-    def read(self, n: int) -> bytes | bytearray:
+    def read(self, n: int) -> bytes:
         try:
             return self._reader.read(n)
         except zstandard.ZstdError as error:
