@@ -497,7 +497,8 @@ class PackedFirst:
     """Reads many blobs one after another, as a layer stored as files does (one per
     file of the tar): the packs are listed once, and looked in before the loose
     objects, where such blobs are, each pack file opened once. Whatever it cannot
-    find there (moved by a gc meanwhile, or loose) it looks up as open_blob does."""
+    find there (moved by a gc meanwhile, or loose) it looks up as open_blob does.
+    storage.packs finds what is stored already through it too."""
 
     def __init__(self, store: DiskObjectStore) -> None:
         self._store = store

@@ -27,7 +27,7 @@ from pathlib import Path
 from dulwich.object_store import DiskObjectStore
 from isal import isal_zlib
 
-from storage import deflate, objects, packindex
+from storage import deflate, objects
 
 _TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}
 _WHOLE = 8 << 20  # objects up to this size are hashed before they are written
@@ -48,8 +48,7 @@ class PackWriter:
         self._writeback = objects.Writeback(self._file)
         self._records = bytearray()  # _RECORD per object written
         self._seen: set[bytes] = set()  # binary ids written here or found stored
-        self._packs = packindex.listed(str(self._dir))
-        self._last_pack = 0  # where _known looks first
+        self._packed = objects.PackedFirst(store)
         self._freshened: set[str] = set()  # packs made recent
         self.size = 0  # bytes of the pack so far
 
@@ -136,20 +135,15 @@ class PackWriter:
 
     def _known(self, oid: bytes) -> bool:
         """Whether the object is written here or stored (then made recent, as
-        objects.freshen does, each pack once): the packs are listed once per writer and
-        looked in first, the one that held the last object found before the others (a
-        layer's next version finds most of its files in one pack), then the loose ones."""
+        objects.freshen does, each pack once): in the packs first, listed once per writer
+        (objects.PackedFirst), then among the loose objects."""
         if oid in self._seen:
             return True
         self._seen.add(oid)
         hexsha = oid.hex()
-        for at in (self._last_pack, *range(len(self._packs))):
-            if at >= len(self._packs):
-                continue
-            path, index = self._packs[at]
-            if index.offset(oid) is None:
-                continue
-            self._last_pack = at
+        found = self._packed.find(oid)
+        if found is not None:
+            path = found[0]
             if path not in self._freshened:
                 try:
                     os.utime(path)
@@ -194,8 +188,7 @@ class PackWriter:
     def close(self) -> None:
         """Drop what was not installed."""
         self._file.close()
-        for _, index in self._packs:
-            index.close()
+        self._packed.close()
         for path in (self._tmp, self._tmp.with_suffix(".idx")):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
