@@ -72,6 +72,21 @@ def one_line_errors(subject: str | Path) -> Iterator[None]:
         fail(f"{subject}: {e.strerror or e}")
 
 
+@contextmanager
+def opened(
+    args: argparse.Namespace, subject: str | Path | None = None, create: bool = False
+) -> Iterator[Store]:
+    """The registry at --data for the length of a command (display.reading is the
+    readers'): a store error, or an OSError of `subject` (by default the registry's), is
+    one line on stderr and exit status 1."""
+    store = open_store(args, create=create)
+    try:
+        with one_line_errors(subject if subject is not None else store.path):
+            yield store
+    finally:
+        store.close()
+
+
 def fail(message: str, status: int = 1) -> NoReturn:
     print(f"hroot: {message}", file=sys.stderr)
     raise SystemExit(status)

@@ -19,8 +19,7 @@ from registry.cli.common import (
     add_data_option,
     add_json_option,
     fail,
-    one_line_errors,
-    open_store,
+    opened,
     print_json,
 )
 from registry.cli.progress import progress_bar
@@ -62,15 +61,11 @@ def run(args: argparse.Namespace) -> int:
         fail("--json prints to stdout, which -o - fills with the archive", status=2)
     if to_stdout and sys.stdout.isatty():
         fail("not writing an archive to a terminal: redirect stdout or give -o FILE", status=2)
-    store = open_store(args)
-    try:
-        with one_line_errors(args.output):
-            if to_stdout:
-                image = _export(store, args, name, tag or "latest", sys.stdout.buffer)
-            else:
-                image = _export_to_file(store, args, name, tag or "latest", Path(args.output))
-    finally:
-        store.close()
+    with opened(args, args.output) as store:
+        if to_stdout:
+            image = _export(store, args, name, tag or "latest", sys.stdout.buffer)
+        else:
+            image = _export_to_file(store, args, name, tag or "latest", Path(args.output))
     if args.json:
         print_json({**asdict(image), "format": args.format, "file": args.output})
     elif not to_stdout:

@@ -12,8 +12,7 @@ import argparse
 from registry.cli.common import (
     add_data_option,
     add_json_option,
-    one_line_errors,
-    open_store,
+    opened,
     print_json,
 )
 from registry.cli.display import jsonable
@@ -44,13 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    try:
-        with one_line_errors(store.path):
-            name, _, tag = args.reference.partition(":")
-            built = store.build_fs_view(names.check_name(name), tag or None)
-    finally:
-        store.close()
+    with opened(args) as store:
+        name, _, tag = args.reference.partition(":")
+        built = store.build_fs_view(names.check_name(name), tag or None)
     if args.json:
         print_json(jsonable(built))
         return 0

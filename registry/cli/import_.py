@@ -13,8 +13,7 @@ from pathlib import Path
 from registry.cli.common import (
     add_data_option,
     add_json_option,
-    one_line_errors,
-    open_store,
+    opened,
     print_json,
 )
 from registry.cli.progress import progress_bar
@@ -43,12 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args, create=True)
-    try:
-        with one_line_errors(args.source), progress_bar("import") as progress:
-            imported = archives.import_images(store, args.source, args.name, progress)
-    finally:
-        store.close()
+    with opened(args, args.source, create=True) as store, progress_bar("import") as progress:
+        imported = archives.import_images(store, args.source, args.name, progress)
     if args.json:
         print_json([asdict(image) for image in imported])
     else:

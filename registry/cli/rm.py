@@ -7,8 +7,7 @@ import argparse
 from registry.cli.common import (
     add_data_option,
     add_json_option,
-    one_line_errors,
-    open_store,
+    opened,
     print_json,
 )
 from registry.cli.display import jsonable
@@ -30,12 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    try:
-        with one_line_errors(store.path):
-            removed = store.remove(args.name)
-    finally:
-        store.close()
+    with opened(args) as store:
+        removed = store.remove(args.name)
     if args.json:
         print_json(jsonable(removed))
         return 0
