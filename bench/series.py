@@ -63,23 +63,6 @@ class HrootWith(Hroot):
         return [*super().command(), *self.extra]
 
 
-async def git(data: Path, *args: str) -> str:
-    """git on hroot's data folder (a bare repository); its stdout."""
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        "--git-dir",
-        str(data),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise ServerError(f"git {' '.join(args)}: {err.decode().strip()}")
-    return out.decode()
-
-
 class DebianSeries(Workload):
     repo = "debian"
     rounds = 2
@@ -153,13 +136,13 @@ class DebianSeries(Workload):
         push = 0.0
         ready: list[float] = []
         last = self.images[-1]
-        view = self.view and isinstance(server, Hroot)  # Distribution has none
+        viewed = server if self.view and isinstance(server, Hroot) else None  # Distribution: none
         async with registry_client(server.url) as client:
             for index, image in enumerate(self.images):
                 self.status = f"pushed {index} of {len(self.images)} versions"
                 push += await timed(client.push_image(self.repo, image))
-                if view:
-                    ready.append(await self._view_ready(server, time.perf_counter()))
+                if viewed is not None:
+                    ready.append(await self._view_ready(viewed, time.perf_counter()))
             digest = await client.head_manifest(self.repo, last.tag)
             if digest != last.digest:
                 raise ClientError(f"{self.repo}:{last.tag} is {digest}, pushed {last.digest}")
@@ -169,7 +152,7 @@ class DebianSeries(Workload):
         self.status = "gc"
         gc = await server.collect()
         if isinstance(server, Hroot):
-            gc += await timed(git(server.data, "gc", "--prune=now", "--quiet"))
+            gc += await timed(server.git("gc", "--prune=now", "--quiet"))
         after = server.disk_bytes()
         metrics = {
             f"push {len(self.images)} versions (s)": push,
@@ -178,8 +161,8 @@ class DebianSeries(Workload):
             "gc, server stopped (s)": gc,
             "disk after gc (MiB)": after / MiB,
         }
-        if view:
-            view_bytes = after - await self._disk_without_view(server)
+        if viewed is not None:
+            view_bytes = after - await self._disk_without_view(viewed)
             first, newest = self.images[0].tag, last.tag
             metrics |= {
                 f"view ready after push of {first}, the first (s)": ready[0],
@@ -191,15 +174,15 @@ class DebianSeries(Workload):
             }
         return metrics
 
-    async def _view_ready(self, server: Server, pushed: float) -> float:
+    async def _view_ready(self, server: Hroot, pushed: float) -> float:
         """Seconds from `pushed` (a push's end) until the view's last commit names the
         branch's tip in its Image-Commit trailer."""
-        tip = (await git(server.data, "rev-parse", f"refs/heads/hroot/{self.repo}")).strip()
+        tip = (await server.git("rev-parse", f"refs/heads/hroot/{self.repo}")).strip()
         view = f"refs/hroot/fs/{self.repo}"
         trailer = "--format=%(trailers:key=Image-Commit,valueonly)"
         while time.perf_counter() - pushed < VIEW_TIMEOUT:
             try:
-                named = (await git(server.data, "log", "-1", trailer, view)).strip()
+                named = (await server.git("log", "-1", trailer, view)).strip()
             except ServerError:  # no view ref yet
                 named = ""
             if named and tip.startswith(named):
@@ -207,11 +190,11 @@ class DebianSeries(Workload):
             await asyncio.sleep(VIEW_POLL)
         raise ServerError(f"{view} did not reach image commit {tip} in {VIEW_TIMEOUT:.0f} s")
 
-    async def _disk_without_view(self, server: Server) -> int:
+    async def _disk_without_view(self, server: Hroot) -> int:
         """The data folder's bytes once the view's refs are deleted and git gc ran again
         (the server is stopped; the next round starts on fresh data)."""
-        refs = await git(server.data, "for-each-ref", "--format=%(refname)", "refs/hroot/fs/")
+        refs = await server.git("for-each-ref", "--format=%(refname)", "refs/hroot/fs/")
         for ref in refs.split():
-            await git(server.data, "update-ref", "-d", ref)
-        await git(server.data, "gc", "--prune=now", "--quiet")
+            await server.git("update-ref", "-d", ref)
+        await server.git("gc", "--prune=now", "--quiet")
         return server.disk_bytes()

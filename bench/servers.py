@@ -200,6 +200,22 @@ class Server:
 class Hroot(Server):
     name = "hroot"
 
+    async def git(self, *args: str) -> str:
+        """git on the data folder (a bare repository); its stdout."""
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            "--git-dir",
+            str(self.data),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ServerError(f"git {' '.join(args)}: {err.decode().strip()}")
+        return out.decode()
+
     async def settle(self, timeout: float = 600) -> None:
         """Wait for a `git gc --auto` hroot started (git holds gc.pid while it runs): a
         populated registry (10,000 tags, 2,000 repositories) starts one, and a round
@@ -273,9 +289,7 @@ class ProxyHroot(Hroot):
         ref = names.branch_ref(name).decode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            git = ["git", "--git-dir", str(self.data), "show-ref", "--verify", "--quiet", ref]
-            found = await asyncio.create_subprocess_exec(*git)
-            if await found.wait() == 0:
+            if await self.git("for-each-ref", "--format=%(refname)", ref):
                 return
             await asyncio.sleep(POLL_INTERVAL)
         raise ServerError(f"hroot did not commit {name} within {timeout:.0f} s")
