@@ -393,6 +393,20 @@ def cat(docker: Cli, ref: str, *paths: str) -> str:
     return docker("run", "--rm", "--network", "none", ref, "/bin/busybox", "cat", *paths)
 
 
+def docker_save(docker: Cli, base: Pushed, folder: Path, tag: str, files: dict[str, bytes]) -> Path:
+    """An image built FROM `base` with `files` copied into /etc/, tagged `tag`, written by
+    `docker save` into `folder`; the archive."""
+    context = folder / "context"
+    context.mkdir()
+    for name, data in files.items():
+        (context / name).write_bytes(data)
+    (context / "Dockerfile").write_text(f"FROM {base.ref}\nCOPY {' '.join(files)} /etc/\n")
+    docker("build", "--pull", "-t", tag, context)
+    archive = folder / "saved.tar"
+    docker("save", "-o", archive, tag)
+    return archive
+
+
 @pytest.fixture(scope="session")
 def base(
     docker: Cli, hroot_server: Hroot, busybox: Path, tmp_path_factory: pytest.TempPathFactory

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Cli, Hroot, ImageMaker, Pushed, cat
+from .conftest import Cli, Hroot, ImageMaker, Pushed, cat, docker_save
 from .oci import add_index, check_layout
 
 pytestmark = pytest.mark.e2e
@@ -52,14 +52,8 @@ def test_imported_docker_save_serves_pulls(
     """A classic `docker save` (manifest.json, uncompressed layer tars) becomes a docker
     v2 schema 2 image that `docker pull` takes from the running server."""
     token = secrets.token_hex(8)
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "token").write_text(token)
-    (context / "Dockerfile").write_text(f"FROM {base.ref}\nCOPY token /etc/token\n")
     saved = "registry.example.com/archives/saved:1"
-    docker("build", "--pull", "-t", saved, context)
-    archive = tmp_path / "saved.tar"
-    docker("save", "-o", archive, saved)
+    archive = docker_save(docker, base, tmp_path, saved, {"token": token.encode()})
 
     printed = hroot.cli("import", archive)
     found = re.fullmatch(r"imported archives/saved:1 (sha256:[0-9a-f]{64})\n", printed)

@@ -15,7 +15,7 @@ import pytest
 from tests import tars
 from tests.documents import digest_of
 
-from .conftest import Cli, Hroot, Pushed, cat
+from .conftest import Cli, Hroot, Pushed, cat, docker_save
 from .oci import check_layout
 
 pytestmark = pytest.mark.e2e
@@ -93,15 +93,9 @@ def test_an_imported_docker_save_is_stored_as_files_and_runs(
     docker: Cli, hroot: Hroot, base: Pushed, tmp_path: Path
 ) -> None:
     token = secrets.token_hex(8)
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "token").write_text(token)
-    (context / "big").write_bytes(secrets.token_bytes(tars.BIG))
-    (context / "Dockerfile").write_text(f"FROM {base.ref}\nCOPY token big /etc/\n")
     saved = "registry.example.com/files/saved:1"
-    docker("build", "--pull", "-t", saved, context)
-    archive = tmp_path / "saved.tar"
-    docker("save", "-o", archive, saved)
+    files = {"token": token.encode(), "big": secrets.token_bytes(tars.BIG)}
+    archive = docker_save(docker, base, tmp_path, saved, files)
 
     printed = hroot.cli("import", archive)
     found = re.fullmatch(r"imported files/saved:1 (sha256:[0-9a-f]{64})\n", printed)
