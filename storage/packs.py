@@ -20,7 +20,6 @@ import hashlib
 import os
 import secrets
 import struct
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +31,8 @@ from storage import deflate, objects
 _TYPES = {b"commit": 1, b"tree": 2, b"blob": 3}
 _WHOLE = 8 << 20  # objects up to this size are hashed before they are written
 _IDX_MAGIC = b"\xfftOc\x00\x00\x00\x02"
-_RECORD = struct.Struct(">20sQI")  # object id, offset, crc32: one index entry
+# per object written: its id, offset and crc32 (an index entry), its type and size
+_RECORD = struct.Struct(">20sQIBQ")
 
 
 class PackWriter:
@@ -58,80 +58,61 @@ class PackWriter:
         oid = _git_id(kind, data)
         if not self._known(oid):
             packed = _entry_header(_TYPES[kind], len(data)) + isal_zlib.compress(data, 1)
-            self._put([packed], oid)
+            self._put([packed], oid, _TYPES[kind], len(data))
         return oid
 
     def add_blob(
         self, size: int, read: Callable[[int], bytes | bytearray], compress: bool = False
     ) -> bytes:
         """Write a file's content of `size` bytes from `read` (exactly the bytes asked
-        for), unless it is stored already; its binary id. As stored blocks (level 0, as
-        hroot stores layers: read back at the speed of a copy), or with `compress` as
-        `add` compresses. A big one is written a piece at a time: if `read` raises, the
-        pack is as it was."""
-        if size <= _WHOLE:
-            data = read(size)
-            if compress:
-                return self.add(b"blob", data)
-            oid = _git_id(b"blob", data)
-            if not self._known(oid):
-                header = _entry_header(_TYPES[b"blob"], size)
-                self._put([header, *_stored(data, True, zlib.adler32(data), True)], oid)
-            return oid
-        start = self._file.tell()
+        for), as `blob` does; its binary id. If `read` raises, the pack is as it was."""
+        writer = self.blob(size, compress)
         try:
-            oid, crc = self._stream(size, read, compress)
+            left = size
+            while left:
+                chunk = read(min(objects.CHUNK, left))
+                writer.write(chunk)
+                left -= len(chunk)
         except BaseException:
-            self._file.truncate(start)
-            self._file.seek(start)
+            writer.drop()
             raise
-        if self._known(oid):
-            self._file.truncate(start)
-            self._file.seek(start)
-        else:
-            self._records += _RECORD.pack(oid, start, crc)
+        return writer.finish()
+
+    def blob(self, size: int, compress: bool = False) -> BlobWriter:
+        """A file's content of `size` bytes, written as its pieces come: unless it is
+        stored already, as stored blocks (level 0, as hroot stores layers: read back at
+        the speed of a copy), or with `compress` as `add` compresses. One at a time."""
+        return BlobWriter(self, size, compress)
+
+    def _add_whole(self, data: bytes | bytearray, compress: bool) -> bytes:
+        """A blob held whole (BlobWriter): written unless it is stored already; its id."""
+        if compress:
+            return self.add(b"blob", data)
+        oid = _git_id(b"blob", data)
+        if not self._known(oid):
+            header = _entry_header(_TYPES[b"blob"], len(data))
+            parts = [header, *_stored(data, True, isal_zlib.adler32(data), True)]
+            self._put(parts, oid, _TYPES[b"blob"], len(data))
         return oid
 
-    def _stream(
-        self, size: int, read: Callable[[int], bytes | bytearray], compress: bool
-    ) -> tuple[bytes, int]:
-        """Write a blob's entry piece by piece; its binary id and the entry's crc32."""
-        git_id = hashlib.sha1(b"blob %d\x00" % size)
-        deflater = isal_zlib.compressobj(1) if compress else None
-        header = _entry_header(_TYPES[b"blob"], size)
-        crc = zlib.crc32(header)
-        self._file.write(header)
-        adler, left = 1, size
-        while left:
-            chunk = read(min(objects.CHUNK, left))
-            git_id.update(chunk)
-            left -= len(chunk)
-            parts: list[bytes | memoryview]
-            if deflater is not None:
-                parts = [deflater.compress(chunk)]
-                if not left:
-                    parts.append(deflater.flush())
-            else:
-                adler = zlib.adler32(chunk, adler)
-                parts = _stored(chunk, left + len(chunk) == size, adler, not left)
-            for part in parts:
-                crc = zlib.crc32(part, crc)
-            self._file.writelines(parts)
-            self._writeback.wrote()
-        return git_id.digest(), crc
-
-    def _put(self, parts: list[bytes | memoryview], oid: bytes) -> None:
+    def _put(self, parts: list[bytes | memoryview], oid: bytes, kind: int, size: int) -> None:
         start = self._file.tell()
         crc = 0
         for part in parts:
-            crc = zlib.crc32(part, crc)
+            crc = isal_zlib.crc32(part, crc)
         self._file.writelines(parts)
-        self._records += _RECORD.pack(oid, start, crc)
+        self._records += _RECORD.pack(oid, start, crc, kind, size)
         self._writeback.wrote()
 
     def taken(self) -> Iterator[bytes]:
         """Every object id this pack was given so far, written or found stored."""
         return iter(self._seen)
+
+    def written(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """Each object this pack wrote (not those found stored): id, type, size."""
+        names = {number: name for name, number in _TYPES.items()}
+        for oid, _, _, kind, size in _RECORD.iter_unpack(self._records):
+            yield oid, names[kind], size
 
     def _known(self, oid: bytes) -> bool:
         """Whether the object is written here or stored (then made recent, as
@@ -200,6 +181,78 @@ class PackWriter:
         self.close()
 
 
+class BlobWriter:
+    """A blob of a known size going into a pack as its pieces come (PackWriter.blob).
+
+    Up to _WHOLE bytes it is held, and hashed once whole: one git has already is then
+    never written. A bigger one is written as it comes, hashed on the way, and cut back
+    out of the pack if git turns out to have it, or if it is dropped.
+    """
+
+    def __init__(self, pack: PackWriter, size: int, compress: bool) -> None:
+        self._pack = pack
+        self._size = size
+        self._left = size
+        self._compress = compress
+        self._held: list[bytes | bytearray] | None = [] if size <= _WHOLE else None
+        self._start = pack._file.tell()
+        if self._held is None:
+            self._git_id = hashlib.sha1(b"blob %d\x00" % size)
+            self._deflater = isal_zlib.compressobj(1) if compress else None
+            self._adler = 1
+            header = _entry_header(_TYPES[b"blob"], size)
+            self._crc = isal_zlib.crc32(header)
+            pack._file.write(header)
+
+    def write(self, piece: bytes | bytearray) -> None:
+        if len(piece) > self._left:
+            raise ValueError(f"more than the {self._size} bytes of a blob")
+        first = self._left == self._size
+        self._left -= len(piece)
+        if self._held is not None:
+            self._held.append(piece)
+            return
+        self._git_id.update(piece)
+        parts: list[bytes | memoryview]
+        if self._deflater is not None:
+            parts = [self._deflater.compress(piece)]
+            if not self._left:
+                parts.append(self._deflater.flush())
+        else:
+            self._adler = isal_zlib.adler32(piece, self._adler)
+            parts = _stored(piece, first, self._adler, not self._left)
+        for part in parts:
+            self._crc = isal_zlib.crc32(part, self._crc)
+        self._pack._file.writelines(parts)
+        self._pack._writeback.wrote()
+
+    def finish(self) -> bytes:
+        """The blob's binary id, once all its bytes came."""
+        if self._left:
+            raise ValueError(f"a blob of {self._size} bytes ended {self._left} bytes short")
+        if self._held is not None:
+            held, self._held = self._held, []
+            return self._pack._add_whole(
+                held[0] if len(held) == 1 else b"".join(held), self._compress
+            )
+        oid = self._git_id.digest()
+        if self._pack._known(oid):
+            self.drop()
+        else:
+            self._pack._records += _RECORD.pack(
+                oid, self._start, self._crc, _TYPES[b"blob"], self._size
+            )
+        return oid
+
+    def drop(self) -> None:
+        """Leave the pack as it was before this blob."""
+        self._held = []
+        file = self._pack._file
+        if file.tell() != self._start:
+            file.truncate(self._start)
+            file.seek(self._start)
+
+
 def _git_id(kind: bytes, data: bytes | bytearray) -> bytes:
     hasher = hashlib.sha1(b"%s %d\x00" % (kind, len(data)))
     hasher.update(data)
@@ -242,7 +295,7 @@ def _index(records: bytearray, pack_sum: bytes) -> bytes:
         bucket.clear()
         total += len(entries)
         fanout.append(total)
-        for oid, offset, crc in entries:
+        for oid, offset, crc, _, _ in entries:
             names += oid
             crcs += struct.pack(">I", crc)
             if offset < 0x80000000:
