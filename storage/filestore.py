@@ -4,24 +4,26 @@ A layer that is a tar is taken apart (storage.tarsplit) into one git blob per fi
 content, which git deduplicates across layers and versions and deltas on `git gc`,
 plus a small map of everything else. All of it goes into one pack (storage.packs),
 with a tree that holds every object the layer needs and a pointer blob that stands
-at the layer's `blobs/` path. Before the pointer is handed back, the layer is read
-back from git as a pull reads it, and hashed: only a layer that rebuilds to its digest
-is stored this way, anything else is stored whole.
+at the layer's `blobs/` path. The split runs as the upload's bytes arrive
+(storage.uploads), or over the blob on disk. Before the pointer is handed back, the
+layer is checked: the bytes the map and contents stand for, hashed as they were told
+to the pack, must be its digest, and every object written must read back from git to
+its id. Only a layer that passes is stored this way, anything else is stored whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from dulwich.object_store import DiskObjectStore
 
 from storage import deflate, objects, tarsplit
-from storage.digests import Digest
+from storage.digests import Digest, Hasher
 from storage.layout import FILE_MODE, TREE_MODE, ObjectCache
 from storage.packs import PackWriter
 from storage.pointers import Pointer
@@ -31,23 +33,13 @@ from storage.types import BlobReader
 log = logging.getLogger("hroot.storage")
 
 MIN_SIZE = 1 << 20  # smaller tars are stored whole: a pack each is not worth it
-_VERIFY_PIECE = 4 << 20
+_PIECE = 1 << 20  # bytes read at a time from a blob on disk being split
 
 
-def may_split(size: int, first: bytes | bytearray) -> bool:
-    """Whether a blob of `size` bytes that begins with `first` (512 bytes at least) is
-    one `FileStore.store` takes apart, unless it does not parse to its end."""
-    return size >= MIN_SIZE and tarsplit.looks_like_tar(first)
-
-
-@dataclass
-class Split:
-    """A tar taken apart: every object but the pointer, in a pack not yet installed."""
-
-    pack: PackWriter
-    size: int
-    index: bytes  # binary ids
-    tree: bytes
+def may_split(size: int | None, first: bytes | bytearray) -> bool:
+    """Whether a blob of `size` bytes (None: not known yet) that begins with `first` (512
+    bytes at least) is one FileStore takes apart, unless it does not parse to its end."""
+    return (size is None or size >= MIN_SIZE) and tarsplit.looks_like_tar(first)
 
 
 @dataclass
@@ -58,57 +50,134 @@ class Stored:
     written: int
 
 
+class Splitting:
+    """A tar being taken apart into a pack not yet installed, as its bytes come (`feed`,
+    then `end`); FileStore.finish installs it. Every byte the map and contents stand for
+    is hashed as it is told to the sink, with `algorithm`: the first half of the check
+    that the layer is stored right (FileStore.finish does the second)."""
+
+    def __init__(self, store: DiskObjectStore, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self.pack = PackWriter(store)
+        self.hasher = hashlib.new(algorithm)
+        self.index = b""  # the map's index, once `end` wrote it
+        self.closed = False
+        self._sink = _Sink(self.pack, self.hasher)
+        self._splitter = tarsplit.Splitter(self._sink)
+
+    @property
+    def size(self) -> int:
+        return self._splitter.size
+
+    def feed(self, piece: bytes | bytearray) -> bool:
+        """Take the next bytes; False once the split is given up (then closed): the blob
+        is to be stored whole. OSError (the disk, not the tar) is raised, closed too."""
+        return self._step(self._splitter.feed, piece)
+
+    def end(self) -> bool:
+        """No more bytes: the map's last chunk and its index are written; as `feed`."""
+        return self._step(self._end, b"")
+
+    def _end(self, _: bytes) -> None:
+        self._splitter.end()
+        self.index = self.pack.add(b"blob", self._sink.finish(self.size).encode())
+
+    def _step(self, step: Callable[[bytes | bytearray], None], piece: bytes | bytearray) -> bool:
+        try:
+            step(piece)
+            return True
+        except NotSplittable as reason:
+            log.info("a tar of %d bytes or more is stored whole: %s", self.size, reason)
+        except OSError:  # the disk, not the tar: the caller says so (a full disk)
+            self.close()
+            raise
+        except Exception:  # a tar this code gets wrong must not cost the push
+            log.exception(
+                "a tar of %d bytes or more is stored whole: splitting it failed", self.size
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        return False
+
+    def close(self) -> None:
+        """Drop what was written (nothing, once installed)."""
+        self.closed = True
+        self.pack.close()
+
+
 class FileStore:
     def __init__(self, store: DiskObjectStore, cache: ObjectCache) -> None:
         self._store = store
         self._cache = cache
 
-    def store(self, read: tarsplit.Read, size: int, digest: Digest) -> Stored | None:
-        """Store the `size` bytes `read` gives as files if they are a tar that rebuilds to
-        `digest`; None (nothing named, nothing to undo) if they are not."""
-        split = self._split(read, size)
-        return self._install(split, digest) if split is not None else None
+    def splitting(self, algorithm: str = "sha256") -> Splitting:
+        """A split to feed an upload's bytes to as they arrive."""
+        return Splitting(self._store, algorithm)
 
-    def _split(self, read: tarsplit.Read, size: int) -> Split | None:
-        """Take the tar apart into a pack not yet installed; None if it is no tar to
-        split (nothing written then)."""
+    def store(
+        self, read: Callable[[int], bytes | bytearray], size: int, digest: Digest
+    ) -> Stored | None:
+        """Store the `size` bytes `read` gives as files if they are a tar that is stored
+        right as `digest`; None (nothing named, nothing to undo) if they are not."""
         first = bytes(read(tarsplit.BLOCK)) if size >= MIN_SIZE else b""
         if not may_split(size, first):
             return None
-        pack = PackWriter(self._store)
-        try:
-            sink = _Sink(pack)
-            tarsplit.split(_Prefixed(first, read), size, sink)
-            index = pack.add(b"blob", sink.finish(size).encode())
-            return Split(pack, size, index, _layer_tree(pack, index))
-        except NotSplittable as reason:
-            log.info("a tar of %d bytes is stored whole: %s", size, reason)
-            pack.close()
-            return None
-        except OSError:  # the disk, not the tar: the caller says so (a full disk)
-            pack.close()
-            raise
-        except Exception:  # a tar this code gets wrong must not cost the push
-            log.exception("a tar of %d bytes is stored whole: splitting it failed", size)
-            pack.close()
-            return None
-        except BaseException:
-            pack.close()
-            raise
+        splitting = self.splitting(digest.algorithm)
+        fed = splitting.feed(first)
+        while fed and splitting.size < size:
+            fed = splitting.feed(read(min(_PIECE, size - splitting.size)))
+        return self.finish(splitting, digest) if fed else None
 
-    def _install(self, split: Split, digest: Digest) -> Stored | None:
-        """Add `split`'s pointer, install its pack, and check that the layer reads back as
-        `digest`; None if it does not."""
-        with split.pack as pack:
+    def finish(self, splitting: Splitting, digest: Digest) -> Stored | None:
+        """Install what `splitting` took apart as the layer `digest`, if it is stored right
+        (docs/format.md §10): the bytes it was told hash to `digest`, and every object its
+        pack wrote reads back from git to its id. None if not: the blob is to be stored
+        whole (it may also not be `digest` at all: the caller finds out)."""
+        if splitting.size < MIN_SIZE:  # known only now when it came in pieces of no told size
+            splitting.close()
+            return None
+        if not splitting.end():
+            return None
+        pack = splitting.pack
+        try:
+            if splitting.algorithm != digest.algorithm or not digest.matches(splitting.hasher):
+                log.info("the tar split as %s hashes otherwise: it is stored whole", digest)
+                return None
+            tree = _layer_tree(pack, splitting.index)
             pointer = Pointer(
-                digest, split.size, split.index.hex().encode(), split.tree.hex().encode()
+                digest, splitting.size, splitting.index.hex().encode(), tree.hex().encode()
             )
             oid = pack.add(b"blob", pointer.encode()).hex().encode()
             pack.finish()
-        if not self._rebuilds(pointer, digest):
-            log.warning("%s did not rebuild from its files: it is stored whole", digest)
+        finally:
+            splitting.close()
+        if not self._reads_back(pack):
+            log.warning("%s did not read back from its files: it is stored whole", digest)
             return None
         return Stored(oid, pack.size)
+
+    def _reads_back(self, pack: PackWriter) -> bool:
+        """Whether every object `pack` wrote reads back from git to its id, as a pull
+        reads it: the rest of what the layer needs git had already, named by its id."""
+        blobs = objects.PackedFirst(self._store)
+        try:
+            for oid, kind, size in pack.written():
+                hasher = hashlib.sha1(b"%s %d\x00" % (kind, size))
+                if kind != b"blob":
+                    hasher.update(objects.read_named(self._store, oid)[1])
+                elif size <= deflate.STORED_MAX:
+                    hasher.update(blobs.read(oid, size))
+                else:
+                    with blobs.open(oid) as reader:
+                        while chunk := reader.read(objects.CHUNK):
+                            hasher.update(chunk)
+                if hasher.digest() != oid:
+                    return False
+        finally:
+            blobs.close()
+        return True
 
     def open(self, oid: bytes, digest: Digest) -> BlobReader:
         """Blob `oid`, stored at `digest`'s path, streamed: rebuilt if it is a pointer."""
@@ -132,45 +201,18 @@ class FileStore:
         with objects.open_blob(self._store, oid.decode()) as reader:
             return reader.size
 
-    def _rebuilds(self, pointer: Pointer, digest: Digest) -> bool:
-        """Whether the layer `pointer` stands for reads back from git as `digest`'s bytes:
-        each piece is hashed in another thread while the next is read (hashlib lets go
-        of the GIL), which costs less than reading the upload again to compare."""
-        hasher = digest.hasher()
-        hashing: Future[None] | None = None
-        with self.rebuild(pointer) as reader:
-            while chunk := reader.read(_VERIFY_PIECE):
-                if hashing is not None:
-                    hashing.result()
-                hashing = objects.HASHING.submit(hasher.update, chunk)
-        if hashing is not None:
-            hashing.result()
-        return digest.matches(hasher)
-
 
 def _cost(index: Index) -> int:
     return len(index.chunks) + 1
 
 
-class _Prefixed:
-    """`read`, with the bytes already taken from it given back first."""
-
-    def __init__(self, first: bytes, read: Callable[[int], bytes | bytearray]) -> None:
-        self._first = first
-        self._read = read
-
-    def __call__(self, n: int) -> bytes | bytearray:
-        if not self._first:
-            return self._read(n)
-        head, self._first = self._first[:n], self._first[n:]
-        return head + self._read(n - len(head)) if n > len(head) else head
-
-
 class _Sink:
-    """Writes each content into the pack and cuts the records into chunks."""
+    """Writes each content into the pack, cuts the records into chunks, and hashes every
+    byte it is told, in order: the bytes the map and contents stand for."""
 
-    def __init__(self, pack: PackWriter) -> None:
-        self._pack = pack
+    def __init__(self, pack: PackWriter, hasher: Hasher) -> None:
+        self.pack = pack
+        self.hasher = hasher
         self._records: list[Record] = []
         self._literal = b""
         self._chunk_literal = 0
@@ -179,17 +221,24 @@ class _Sink:
         self._chunks: list[bytes] = []
 
     def literal(self, data: bytes) -> None:
+        self.hasher.update(data)
         self._literal += data
 
-    def content(self, size: int, read: tarsplit.Read) -> None:
-        oid = self._pack.add_blob(size, read)
+    def content(self, size: int) -> _Content:
+        return _Content(self, size)
+
+    def contained(self, size: int, oid: bytes) -> None:
+        """The content after the literal bytes so far was `size` bytes of blob `oid`."""
         self._add(Record(self._literal, size, oid))
 
     def finish(self, size: int) -> Index:
         if self._literal or not (self._records or self._chunks):
             self._add(Record(self._literal, 0, b""))
         self._cut()
-        return Index(size, array("Q", self._starts), self._chunks)
+        index = Index(size, array("Q", self._starts), self._chunks)
+        if Index.decode(index.encode()) != index:
+            raise AssertionError("the map's index does not decode to itself")
+        return index
 
     def _add(self, record: Record) -> None:
         self._literal = b""
@@ -204,10 +253,29 @@ class _Sink:
     def _cut(self) -> None:
         if not self._records:
             return
+        encoded = tarsplit.encode_records(self._records)
+        if tarsplit.decode_records(encoded) != self._records:
+            raise AssertionError("a chunk of the map does not decode to its records")
         self._starts.append(self._offset)
-        self._chunks.append(self._pack.add(b"blob", tarsplit.encode_records(self._records)))
+        self._chunks.append(self.pack.add(b"blob", encoded))
         self._offset += sum(record.length for record in self._records)
         self._records, self._chunk_literal = [], 0
+
+
+class _Content:
+    """A member's content going into the pack, and into the sink's hash, as it comes."""
+
+    def __init__(self, sink: _Sink, size: int) -> None:
+        self._sink = sink
+        self._size = size
+        self._blob = sink.pack.blob(size)
+
+    def write(self, piece: bytes | bytearray) -> None:
+        self._sink.hasher.update(piece)
+        self._blob.write(piece)
+
+    def close(self) -> None:
+        self._sink.contained(self._size, self._blob.finish())
 
 
 def _layer_tree(pack: PackWriter, index: bytes) -> bytes:

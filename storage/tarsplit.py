@@ -1,14 +1,14 @@
 """A tar taken apart into file contents and everything else, and the map that puts it
 back together byte for byte (docs/format.md §10).
 
-`split` walks a tar's 512-byte blocks as they stream past and tells a sink, in order,
-what is *literal* (headers, PAX and GNU extension records, GNU sparse maps, padding,
-the end blocks and whatever follows them) and where a member's content begins and how
-long it is. Nothing is interpreted beyond what finding the next header needs, so a
-tar that parses is rebuilt exactly whatever its dialect: every byte is either literal
-or content, in order. A tar that does not parse (a bad header checksum before the end
-blocks, a member cut short, an outsized literal run) raises NotSplittable, and the
-caller stores it whole.
+A `Splitter` walks a tar's 512-byte blocks as they are fed to it, in pieces of any
+size, and tells a sink, in order, what is *literal* (headers, PAX and GNU extension
+records, GNU sparse maps, padding, the end blocks and whatever follows them) and each
+member's content, as its pieces come. Nothing is interpreted beyond what finding the
+next header needs, so a tar that parses is rebuilt exactly whatever its dialect: every
+byte is either literal or content, in order. A tar that does not parse (a bad header
+checksum before the end blocks, a member cut short, an outsized literal run) raises
+NotSplittable, and the caller stores it whole.
 
 The map is a list of *records*, each a literal run and then at most one content
 (its size and git object id), cut into *chunks* of up to CHUNK_RECORDS records; an
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Protocol
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 MAX_LITERAL = 16 << 20  # a longer run of non-content bytes: not a tar worth splitting
-READ_PIECE = 1 << 20  # bytes read at a time from the blob being split (_Exact)
 CHUNK_RECORDS = 512  # records per chunk: what a read at any offset parses at most
 CHUNK_LITERAL = 1 << 20  # ... or literal bytes per chunk, whichever comes first
 INDEX_MAGIC = b"hroot-tar-index 1\n"
@@ -39,44 +38,82 @@ _CONTENT_TYPES = frozenset(b"0\x007S")
 # Members that carry no data whatever their size field says (as Python's tarfile reads them).
 _NO_DATA_TYPES = frozenset(b"123456")
 
-Read = Callable[[int], bytes | bytearray]
-
 
 class NotSplittable(Exception):
-    """This blob is no tar that `split` can take apart: store it whole."""
+    """This blob is no tar that `Splitter` can take apart: store it whole."""
+
+
+class Content(Protocol):
+    def write(self, piece: bytes | bytearray) -> None:
+        """The next bytes of the content (not held on to by the splitter afterwards)."""
+
+    def close(self) -> None:
+        """All its bytes came."""
 
 
 class Sink(Protocol):
     def literal(self, data: bytes) -> None:
         """The next bytes of the tar, stored as they are."""
 
-    def content(self, size: int, read: Read) -> None:
-        """A member's content: exactly `size` bytes, which the sink reads with `read`."""
+    def content(self, size: int) -> Content:
+        """A member's content of exactly `size` bytes, written to what this returns."""
 
 
-def looks_like_tar(first: bytes) -> bool:
+def looks_like_tar(first: bytes | bytearray) -> bool:
     """Whether a blob's first 512 bytes are a tar header (its checksum holds)."""
     return len(first) >= BLOCK and first[:BLOCK] != _ZERO_BLOCK and _checksum_ok(first[:BLOCK])
 
 
-def split(read: Read, size: int, sink: Sink) -> None:
-    """Walk the `size` bytes of a tar from `read`, telling `sink` each part in order."""
-    reader = _Exact(read, size)
+class Splitter:
+    """A tar taken apart as its bytes arrive, as a push brings them: `feed` each piece
+    in order, then `end`. Either may raise NotSplittable, after which the splitter is
+    of no more use. The walk is a generator (`_walk`) that waits for bytes where it
+    needs more, so one sequential reading of the tar serves an upload in progress
+    and a blob read from disk alike."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.size = 0  # bytes fed
+        self._walk = _walk(_Feed(), sink)
+        next(self._walk)  # to where it first needs bytes
+
+    def feed(self, piece: bytes | bytearray) -> None:
+        if piece:
+            self.size += len(piece)
+            self._send(piece)
+
+    def end(self) -> None:
+        """No more bytes: the walk ends, with the last literal told to the sink."""
+        self._send(b"")
+
+    def _send(self, piece: bytes | bytearray) -> None:
+        try:
+            self._walk.send(piece)
+        except StopIteration:  # the end, told by an empty piece (a tar ends only there)
+            return
+        if not piece:
+            raise AssertionError("the tar walk went on after its end")
+
+
+_Steps = Generator[None, bytes | bytearray, None]
+
+
+def _walk(feed: _Feed, sink: Sink) -> _Steps:
+    """Walk a tar's blocks, telling `sink` each part in order (module docstring)."""
     pending = bytearray()
     pax_size: int | None = None
-    while reader.left:
-        if reader.left < BLOCK:  # a tail shorter than a block: literal
-            pending += reader.take(reader.left)
-            break
-        block = reader.take(BLOCK)
+    while True:
+        block = yield from feed.block()
         pending += block
+        if len(block) < BLOCK:  # the end, or a tail shorter than a block: literal
+            break
         if block == _ZERO_BLOCK:  # the end blocks, and whatever follows them
-            if reader.left > MAX_LITERAL:
-                raise NotSplittable(f"{reader.left} bytes after the end of the archive")
-            pending += reader.take(reader.left)
+            while piece := (yield from feed.some(MAX_LITERAL)):
+                pending += piece
+                if len(pending) > MAX_LITERAL:
+                    raise NotSplittable(f"over {MAX_LITERAL} bytes after the end of the archive")
             break
         if not _checksum_ok(block):
-            raise NotSplittable(f"no tar header at {reader.offset - BLOCK}")
+            raise NotSplittable(f"no tar header at {feed.offset - BLOCK}")
         kind = block[156]
         member = _number(block[124:136])
         if pax_size is not None and kind not in b"xg":
@@ -84,24 +121,29 @@ def split(read: Read, size: int, sink: Sink) -> None:
         if kind == ord("S") and block[482]:  # GNU sparse: extension headers follow
             extension = block
             while extension[504]:
-                extension = reader.take(BLOCK)
+                extension = yield from feed.take(BLOCK)
                 pending += extension
-        padding = -member % BLOCK
         if kind in _NO_DATA_TYPES or member == 0:
             continue
-        if member + padding > reader.left:
-            raise NotSplittable(f"a member at {reader.offset - BLOCK} runs past the end")
         if kind in _CONTENT_TYPES:
             _flush(sink, pending)
-            sink.content(member, reader.take)
+            content = sink.content(member)
+            left = member
+            while left:
+                piece = yield from feed.some(left)
+                if not piece:
+                    raise NotSplittable(f"the tar ends inside a member, at {feed.offset}")
+                content.write(piece)
+                left -= len(piece)
+            content.close()
         else:
             if member > MAX_LITERAL:  # not read into memory to find out
                 raise NotSplittable(f"an extension record of {member} bytes")
-            data = reader.take(member)
+            data = yield from feed.take(member)
             if kind == ord("x"):
                 pax_size = _pax_size(data, pax_size)
             pending += data
-        pending += reader.take(padding)
+        pending += yield from feed.take(-member % BLOCK)
         if len(pending) > MAX_LITERAL:
             raise NotSplittable("a run of headers longer than a tar needs")
     _flush(sink, pending)
@@ -113,45 +155,63 @@ def _flush(sink: Sink, pending: bytearray) -> None:
         pending.clear()
 
 
-class _Exact:
-    """Reads of exactly the bytes asked for, out of a blob of known size, served from a
-    piece of READ_PIECE bytes read at a time: a tar is mostly headers of 512 bytes and
-    small files, and a call of `read` for each cost more than parsing them."""
+class _Feed:
+    """The bytes fed and not yet taken. Each method is a generator that waits (yields)
+    for the next piece where it needs more; an empty piece is the end of the tar."""
 
-    def __init__(self, read: Read, size: int) -> None:
-        self._read = read
-        self.offset = 0
-        self.left = size
-        self._piece: bytes | bytearray = b""
-        self._at = 0  # in `_piece`
+    def __init__(self) -> None:
+        self.offset = 0  # in the tar, of the next byte to be taken
+        self._held = bytearray()
+        self._at = 0  # in `_held`
+        self._ended = False
 
-    def take(self, n: int) -> bytes | bytearray:
-        if n > self.left:
+    def take(self, n: int) -> Generator[None, bytes | bytearray, bytearray]:
+        """Exactly `n` bytes."""
+        data = yield from self.block(n)
+        if len(data) < n:
             raise NotSplittable("the tar ends early")
-        at, piece = self._at, self._piece
-        if at + n <= len(piece):
-            data = piece[at : at + n]
-            self._at = at + n
-        else:
-            held = piece[at:]
-            unread = self.left - len(held)  # in the blob, not yet read from it
-            need = n - len(held)
-            if need >= READ_PIECE:
-                data = held + self._exactly(need)
-                self._piece, self._at = b"", 0
-            else:
-                self._piece = self._exactly(min(READ_PIECE, unread))
-                data = held + self._piece[:need]
-                self._at = need
-        self.offset += n
-        self.left -= n
         return data
 
-    def _exactly(self, n: int) -> bytes | bytearray:
-        data = self._read(n)
-        if len(data) != n:
-            raise NotSplittable("the blob ends early")
+    def block(self, n: int = BLOCK) -> Generator[None, bytes | bytearray, bytearray]:
+        """`n` bytes, or at the end what is left (perhaps none)."""
+        while len(self._held) - self._at < n and (yield from self._more()):
+            pass
+        data = self._held[self._at : self._at + n]
+        self._at += len(data)
+        self.offset += len(data)
         return data
+
+    def some(self, n: int) -> Generator[None, bytes | bytearray, bytes | bytearray]:
+        """At most `n` bytes, at least one unless the tar ended: a big content's pieces
+        pass as they came, without a copy."""
+        if self._at == len(self._held):
+            if self._ended:
+                return b""
+            piece = yield
+            if not piece:
+                self._ended = True
+                return b""
+            if len(piece) <= n:
+                self.offset += len(piece)
+                return piece
+            self._held, self._at = bytearray(piece), 0
+        data = self._held[self._at : self._at + n]
+        self._at += len(data)
+        self.offset += len(data)
+        return data
+
+    def _more(self) -> Generator[None, bytes | bytearray, bool]:
+        """Wait for the next piece; False at the end."""
+        if self._ended:
+            return False
+        piece = yield
+        if not piece:
+            self._ended = True
+            return False
+        del self._held[: self._at]
+        self._at = 0
+        self._held += piece
+        return True
 
 
 def _checksum_ok(block: bytes | bytearray) -> bool:
