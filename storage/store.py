@@ -131,6 +131,7 @@ class Store:
         self._lineage.prepare(pause)
 
     def close(self) -> None:
+        self._uploads.close()
         self._lineage.close()
         self._presence.close()
         self._repo.close()

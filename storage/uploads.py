@@ -15,7 +15,13 @@ push). Unless it begins as a tar that will be stored as files (storage.filestore
 which needs no whole id: the hashing is then left for the rare tar that is not.
 
 An upload that is an uncompressed tar may be stored as files instead (storage.filestore),
-if it rebuilds to its digest; the spool then goes, as it does when it is renamed.
+if it is stored right; the spool then goes, as it does when it is renamed. Such an
+upload is taken apart as it arrives (docs/format.md §10): each write feeds the
+upload's split, in the thread that writes the spool, and the split's own hash of the
+bytes takes the place of the sha256 here. Finishing it then installs the split's pack,
+the push of a 270 MB layer waits for a pass over the bytes git did not have, not for
+a split of all of them. A split that is given up leaves the upload to be stored
+whole, its spool hashed at the end as after a restart.
 
 An upload belongs to the repository it was opened for: under any other name its id
 is unknown. Callers may give a `lifetime` in seconds: an upload opened longer ago
@@ -50,15 +56,23 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 @dataclass
 class _Received:
     """What a spool of `length` bytes on disk holds: `size` bytes whose sha256 is known,
-    and their git id so far if the upload is expected to end at `git_id.size` bytes."""
+    their git id so far if the upload is expected to end at `git_id.size` bytes, and the
+    split of a tar taken apart as it arrives (`whole` once that was given up)."""
 
     length: int
     size: int
     sha256: hashlib._Hash | None
     git_id: objects.BlobHashes | None = None
+    split: filestore.Splitting | None = None
+    whole: bool = False
+    touched: float = 0.0  # time.monotonic() when a request last wrote to it
 
 
 _LOCK_WAIT_SECONDS = 1.0  # for a spool's lock (Uploads._locked)
+# Uploads taken apart as they arrive, at most, at once: each holds a pack being written
+# and some MiB of pieces; another waits for its end to be split, as a restarted one does.
+_LIVE_SPLITS = 4
+_IDLE_SPLIT_SECONDS = 30.0  # an upload sent nothing for this long: its live split may go
 
 
 class Uploads:
@@ -127,7 +141,7 @@ class Uploads:
                         hashes = objects.BlobHashes(received.size)
                 else:
                     hashes = objects.BlobHashes(received.size, digest)
-                stored = self._files.store(_spooled(spool), received.size, digest)
+                stored = None if received.whole else self._as_files(spool, received, digest)
                 if stored is not None:
                     hashes.close()
                     return stored.oid, stored.written
@@ -135,6 +149,57 @@ class Uploads:
         finally:
             self.cancel(repo, upload_id)
         return oid.encode(), received.size
+
+    def _as_files(
+        self, spool: BinaryIO, received: _Received, digest: Digest
+    ) -> filestore.Stored | None:
+        """The upload stored as files, if it is a tar that can be (storage.filestore): by
+        the split that took it apart as it arrived, or else by one over the spool."""
+        split, received.split = received.split, None
+        if split is not None and (split.size, split.algorithm) == (received.size, digest.algorithm):
+            return self._files.finish(split, digest)
+        if split is not None:
+            split.close()
+        return self._files.store(_spooled(spool), received.size, digest)
+
+    def _live_split(self) -> filestore.Splitting | None:
+        """A split for an upload that begins as a tar, unless _LIVE_SPLITS are under way
+        and none of them sat idle long enough to give way."""
+        with self._lock:
+            live = [(key, received) for key, received in self._received.items() if received.split]
+        if len(live) >= _LIVE_SPLITS:
+            idle = time.monotonic() - _IDLE_SPLIT_SECONDS
+            if not any(received.touched < idle and self._end_split(key) for key, received in live):
+                return None
+        return self._files.splitting()
+
+    def _end_split(self, upload_id: str) -> bool:
+        """Give up upload `upload_id`'s live split, unless a request is in the upload (its
+        spool locked): it will be split from its spool when it ends. Whether it went."""
+        try:
+            spool = open(self.root / upload_id / "data", "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:  # gone (gc removed it): nothing will use it again
+            self._remember(upload_id, None)
+            return True
+        with spool:
+            try:
+                fcntl.flock(spool.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            with self._lock:
+                received = self._received.get(upload_id)
+            if received is not None and received.split is not None:
+                received.split.close()
+                received.split = None
+        return True
+
+    def close(self) -> None:
+        """Give up every live split (the store is closing: no request is under way)."""
+        with self._lock:
+            received, self._received = list(self._received.values()), {}
+        for each in received:
+            if each.split is not None:
+                each.split.close()
 
     def cancel(self, repo: str, upload_id: str, lifetime: float | None = None) -> None:
         self._data(repo, upload_id, lifetime)
@@ -156,11 +221,16 @@ class Uploads:
         return _Received(end, size, None)
 
     def _remember(self, upload_id: str, received: _Received | None) -> None:
+        """Keep (or with None forget) what upload `upload_id` received; the live split of
+        what it replaces, if another, is given up."""
         with self._lock:
             if received is None:
-                self._received.pop(upload_id, None)
+                replaced = self._received.pop(upload_id, None)
             else:
+                replaced = self._received.get(upload_id)
                 self._received[upload_id] = received
+        if replaced is not None and replaced is not received and replaced.split is not None:
+            replaced.split.close()
 
     def _data(self, repo: str, upload_id: str, lifetime: float | None = None) -> Path:
         """The spool of `repo`'s upload `upload_id`, if it has one opened within `lifetime`
@@ -231,16 +301,41 @@ class SpoolWriter(UploadWriter):
             raise
         self.size += len(data)
         received = self._received
+        if self.size == len(data):
+            self._first(data)
+        if received.split is not None:
+            self._split(data)
         if received.sha256 is not None:
             received.sha256.update(data)
         if received.git_id is not None:
-            if self.size == len(data) and filestore.may_split(received.git_id.size, data):
-                received.git_id = None  # a tar: stored as files, its whole id unneeded
-            elif self.size <= received.git_id.size:
+            if self.size <= received.git_id.size:
                 received.git_id.update(data)
             else:  # longer than expected: the size hashed first was wrong
                 received.git_id.close()
                 received.git_id = None
+
+    def _first(self, data: bytes) -> None:
+        """An upload's first bytes: if they begin a tar, it is to be stored as files, so its
+        whole git id is not needed; and if it can be taken apart as it arrives, the split
+        hashes its bytes as the digest check, in place of the sha256 here."""
+        received = self._received
+        expected = received.git_id.size if received.git_id is not None else None
+        if not filestore.may_split(expected, data):
+            return
+        received.git_id = None
+        received.split = self._uploads._live_split()
+        if received.split is not None:
+            received.sha256 = None
+
+    def _split(self, data: bytes) -> None:
+        """Feed the live split; once it is given up, the upload is stored whole."""
+        received = self._received
+        try:
+            fed = received.split is not None and received.split.feed(data)
+        except OSError:  # the disk: the spool's own writes say so if it is full
+            fed = False
+        if not fed:
+            received.split, received.whole = None, True
 
     def close(self) -> None:
         if self._spool.closed:
@@ -254,6 +349,7 @@ class SpoolWriter(UploadWriter):
             raise
         self._received.size = self.size
         self._received.length = self._spool.tell()
+        self._received.touched = time.monotonic()
         self._spool.close()
         self._uploads._remember(self.upload_id, self._received)
 
