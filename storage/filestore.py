@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from dulwich.object_store import DiskObjectStore
 
 from storage import deflate, objects, tarsplit
-from storage.digests import Digest, Hasher
+from storage.digests import Digest
 from storage.layout import FILE_MODE, TREE_MODE, ObjectCache
 from storage.packs import PackWriter
 from storage.pointers import Pointer
@@ -59,10 +59,10 @@ class Splitting:
     def __init__(self, store: DiskObjectStore, algorithm: str) -> None:
         self.algorithm = algorithm
         self.pack = PackWriter(store)
-        self.hasher = hashlib.new(algorithm)
+        self.hashed = objects.HashedBehind(hashlib.new(algorithm))
         self.index = b""  # the map's index, once `end` wrote it
         self.closed = False
-        self._sink = _Sink(self.pack, self.hasher)
+        self._sink = _Sink(self.pack, self.hashed)
         self._splitter = tarsplit.Splitter(self._sink)
 
     @property
@@ -104,6 +104,7 @@ class Splitting:
     def close(self) -> None:
         """Drop what was written (nothing, once installed)."""
         self.closed = True
+        self.hashed.close()
         self.pack.close()
 
 
@@ -142,7 +143,9 @@ class FileStore:
             return None
         pack = splitting.pack
         try:
-            if splitting.algorithm != digest.algorithm or not digest.matches(splitting.hasher):
+            if splitting.algorithm != digest.algorithm or not digest.matches(
+                splitting.hashed.hasher()
+            ):
                 log.info("the tar split as %s hashes otherwise: it is stored whole", digest)
                 return None
             tree = _layer_tree(pack, splitting.index)
@@ -210,7 +213,7 @@ class _Sink:
     """Writes each content into the pack, cuts the records into chunks, and hashes every
     byte it is told, in order: the bytes the map and contents stand for."""
 
-    def __init__(self, pack: PackWriter, hasher: Hasher) -> None:
+    def __init__(self, pack: PackWriter, hasher: objects.HashedBehind) -> None:
         self.pack = pack
         self.hasher = hasher
         self._records: list[Record] = []

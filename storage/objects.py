@@ -35,12 +35,13 @@ from dulwich.pack import PackFileDisappeared
 from isal import isal_zlib
 
 from storage import deflate, packindex
-from storage.digests import Digest
+from storage.digests import Digest, Hasher
 from storage.errors import DigestInvalid, SizeInvalid
 from storage.types import BlobReader
 
 CHUNK = 1 << 20
 PARALLEL_HASH_SIZE = 16 << 20  # from this size on, a blob's git id is hashed in a thread
+BEHIND_BATCH = 1 << 20  # bytes a HashedBehind hands its thread at a time
 _BLOB_TYPE = 3  # pack object type numbers (gitformat-pack)
 _DELTA_TYPES = (6, 7)
 _ENTRY_HEADER_MAX = 16  # bytes that hold any pack entry's type and size (a varint)
@@ -151,6 +152,48 @@ class BlobHashes:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HashedBehind:
+    """A hasher fed from one thread and updated in a thread of HASHING, one batch of
+    at least BEHIND_BATCH bytes behind, in order: a tar split as its upload arrives
+    hashes all of its bytes, and did so beside its work, not in its way. The pieces
+    given must not change afterwards (they are kept, not copied, until hashed)."""
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._batch: list[bytes | bytearray] = []
+        self._batched = 0
+        self._pending: Future[None] | None = None
+
+    def update(self, piece: bytes | bytearray) -> None:
+        self._batch.append(piece)
+        self._batched += len(piece)
+        if self._batched >= BEHIND_BATCH:
+            self._submit()
+
+    def hasher(self) -> Hasher:
+        """The hasher, once every piece given is in it."""
+        self._submit()
+        self.close()
+        return self._hasher
+
+    def close(self) -> None:
+        """Let the hashing in flight end."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def _submit(self) -> None:
+        self.close()
+        batch, self._batch, self._batched = self._batch, [], 0
+        if batch:
+            self._pending = HASHING.submit(_update_all, self._hasher, batch)
+
+
+def _update_all(hasher: Hasher, pieces: list[bytes | bytearray]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
 
 
 def write_blob(
