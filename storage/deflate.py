@@ -129,7 +129,12 @@ class StoredBlocks:
     def read(self, n: int) -> bytearray:
         """Exactly n bytes, read straight into the buffer returned (no join, no copy)."""
         out = bytearray(n)
-        view = memoryview(out)
+        self.readinto(memoryview(out))
+        return out
+
+    def readinto(self, view: memoryview) -> None:
+        """Fill `view`, block by block, straight from the file."""
+        n = len(view)
         filled = 0
         while filled < n:
             if self._literals:
@@ -145,7 +150,6 @@ class StoredBlocks:
                 self._next_block()
                 continue
             filled += step
-        return out
 
     def skip(self, n: int) -> None:
         while n:

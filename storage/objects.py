@@ -421,6 +421,9 @@ class _Inflated:
             n -= len(data)
         return b"".join(parts)
 
+    def readinto(self, view: memoryview) -> None:
+        view[:] = self.read(len(view))
+
     def skip(self, n: int) -> None:
         while n:
             n -= len(self.read(min(n, CHUNK)))
@@ -449,6 +452,14 @@ class ObjectReader(BlobReader):
         data = self._through(lambda stream: stream.read(n))
         self._consumed += len(data)
         return data
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill `view` as far as the blob goes, with no buffer between (Rebuilt's reads of
+        a layer's big files); how many bytes that was."""
+        n = min(len(view), self._end - self._consumed)
+        self._through(lambda stream: stream.readinto(view[:n]))
+        self._consumed += n
+        return n
 
     def skip(self, n: int) -> None:
         """Move `n` bytes forward without reading them (seeking where blocks are stored)."""
@@ -571,25 +582,33 @@ class PackedFirst:
         return open_blob(self._store, oid.hex())
 
     def read(self, oid: bytes, size: int) -> bytes:
-        """The whole of a blob of `size` bytes, in one read where it is the pack entry of
-        one stored block (as storage.packs writes file contents, and git's repack keeps
-        them unless it makes a delta), else streamed."""
-        found = self.find(oid)
-        if found is not None and size <= deflate.STORED_MAX:
-            data = self._one_block(*found, size)
-            if data is not None:
+        """The whole of a blob of `size` bytes, in one read where it is one stored block
+        (`stored`), else streamed."""
+        found = self.stored(oid, size) if size <= deflate.STORED_MAX else None
+        if found is not None:
+            fd, offset = found
+            data = os.pread(fd, size, offset)
+            if len(data) == size:
                 return data
         with self.open(oid) as reader:
             return bytes(reader.read(size))
 
-    def _one_block(self, path: str, offset: int, size: int) -> bytes | None:
+    def stored(self, oid: bytes, size: int) -> tuple[int, int] | None:
+        """Where the bytes of blob `oid` (binary), of `size` bytes, lie in a pack file (an
+        open file and an offset) when its pack entry is one stored block, as storage.packs
+        writes file contents and git's repack keeps them unless it makes a delta; None
+        otherwise. A layer's file is then read straight into the buffer of a pull."""
+        found = self.find(oid)
+        if found is None:
+            return None
+        path, offset = found
         fd = self._fds.get(path)
         if fd is None:
             try:
                 fd = self._fds[path] = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 return None
-        head = os.pread(fd, size + 24, offset)
+        head = os.pread(fd, _ENTRY_HEADER_MAX + 7, offset)
         kind, length, at = _entry_header(head)
         block = head[at + 2 : at + 7]  # after the zlib header
         if kind != _BLOB_TYPE or length != size or len(block) < 5 or block[0] & 0x06:
@@ -597,8 +616,7 @@ class PackedFirst:
         stored = int.from_bytes(block[1:3], "little")
         if stored != size or stored ^ 0xFFFF != int.from_bytes(block[3:5], "little"):
             return None
-        data = head[at + 7 : at + 7 + size]
-        return data if len(data) == size else None
+        return fd, offset + at + 7
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -22,7 +22,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -261,9 +261,9 @@ def _pax_size(data: bytes | bytearray, current: int | None) -> int | None:
 # --- the map: records, chunks, index --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Record:
-    """`literal` bytes, then `size` bytes of the git blob `oid` (none when size is 0)."""
+class Record(NamedTuple):
+    """`literal` bytes, then `size` bytes of the git blob `oid` (none when size is 0).
+    A tuple: a pull makes one for every file of a layer."""
 
     literal: bytes
     size: int
