@@ -62,7 +62,6 @@ class Splitting:
         self.pack = PackWriter(store)
         self.hashed = objects.HashedBehind(hashlib.new(algorithm))
         self.index = b""  # the map's index, once `end` wrote it
-        self.closed = False
         self._sink = _Sink(self.pack, self.hashed)
         self._splitter = tarsplit.Splitter(self._sink)
 
@@ -104,7 +103,6 @@ class Splitting:
 
     def close(self) -> None:
         """Drop what was written (nothing, once installed)."""
-        self.closed = True
         self.hashed.close()
         self.pack.close()
 
@@ -127,10 +125,18 @@ class FileStore:
         if not may_split(size, first):
             return None
         splitting = self.splitting(digest.algorithm)
-        fed = splitting.feed(first)
-        while fed and splitting.size < size:
-            fed = splitting.feed(read(min(_PIECE, size - splitting.size)))
-        return self.finish(splitting, digest) if fed else None
+        try:
+            fed = splitting.feed(first)
+            while fed and splitting.size < size:
+                piece = read(min(_PIECE, size - splitting.size))
+                fed = bool(piece) and splitting.feed(piece)
+        except BaseException:  # the read failed: drop what was written
+            splitting.close()
+            raise
+        if not fed:
+            splitting.close()
+            return None
+        return self.finish(splitting, digest)
 
     def finish(self, splitting: Splitting, digest: Digest) -> Stored | None:
         """Install what `splitting` took apart as the layer `digest`, if it is stored right
