@@ -18,9 +18,9 @@ An upload that is an uncompressed tar may be stored as files instead (storage.fi
 if it is stored right; the spool then goes, as it does when it is renamed. Such an
 upload is taken apart as it arrives (docs/format.md §10): each write feeds the
 upload's split, in the thread that writes the spool, and the split's own hash of the
-bytes takes the place of the sha256 here. Finishing it then installs the split's pack,
-the push of a 270 MB layer waits for a pass over the bytes git did not have, not for
-a split of all of them. A split that is given up leaves the upload to be stored
+bytes takes the place of the sha256 here. Finishing it then only installs the split's
+pack: the push of a 270 MB layer waits for a pass over the bytes git did not have,
+not for a split of all of them. A split that is given up leaves the upload to be stored
 whole, its spool hashed at the end as after a restart.
 
 An upload belongs to the repository it was opened for: under any other name its id
