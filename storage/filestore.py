@@ -237,6 +237,10 @@ class _Sink:
     def content(self, size: int) -> _Content:
         return _Content(self, size)
 
+    def whole(self, data: bytearray) -> None:
+        self.hasher.update(data)
+        self.contained(len(data), self.pack.add_stored(data))
+
     def contained(self, size: int, oid: bytes) -> None:
         """The content after the literal bytes so far was `size` bytes of blob `oid`."""
         self._add(Record(self._literal, size, oid))

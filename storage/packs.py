@@ -84,10 +84,9 @@ class PackWriter:
         the speed of a copy), or with `compress` as `add` compresses. One at a time."""
         return BlobWriter(self, size, compress)
 
-    def _add_whole(self, data: bytes | bytearray, compress: bool) -> bytes:
-        """A blob held whole (BlobWriter): written unless it is stored already; its id."""
-        if compress:
-            return self.add(b"blob", data)
+    def add_stored(self, data: bytes | bytearray) -> bytes:
+        """Write a file's content held whole as stored blocks, as `blob` does, unless it
+        is stored already; its binary id."""
         oid = _git_id(b"blob", data)
         if not self._known(oid):
             header = _entry_header(_TYPES[b"blob"], len(data))
@@ -232,9 +231,8 @@ class BlobWriter:
             raise ValueError(f"a blob of {self._size} bytes ended {self._left} bytes short")
         if self._held is not None:
             held, self._held = self._held, []
-            return self._pack._add_whole(
-                held[0] if len(held) == 1 else b"".join(held), self._compress
-            )
+            data = held[0] if len(held) == 1 else b"".join(held)
+            return self._pack.add(b"blob", data) if self._compress else self._pack.add_stored(data)
         oid = self._git_id.digest()
         if self._pack._known(oid):
             self.drop()

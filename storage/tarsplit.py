@@ -18,6 +18,7 @@ one chunk, not the whole map.
 
 from __future__ import annotations
 
+import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Generator
@@ -57,6 +58,9 @@ class Sink(Protocol):
 
     def content(self, size: int) -> Content:
         """A member's content of exactly `size` bytes, written to what this returns."""
+
+    def whole(self, data: bytearray) -> None:
+        """A member's content, all of it at once (it was fed already)."""
 
 
 def looks_like_tar(first: bytes | bytearray) -> bool:
@@ -102,7 +106,7 @@ def _walk(feed: _Feed, sink: Sink) -> _Steps:
     pending = bytearray()
     pax_size: int | None = None
     while True:
-        block = yield from feed.block()
+        block = feed.now(BLOCK) if feed.ready(BLOCK) else (yield from feed.block())
         pending += block
         if len(block) < BLOCK:  # the end, or a tail shorter than a block: literal
             break
@@ -125,7 +129,10 @@ def _walk(feed: _Feed, sink: Sink) -> _Steps:
                 pending += extension
         if kind in _NO_DATA_TYPES or member == 0:
             continue
-        if kind in _CONTENT_TYPES:
+        if kind in _CONTENT_TYPES and feed.ready(member):  # most files: here already
+            _flush(sink, pending)
+            sink.whole(feed.now(member))
+        elif kind in _CONTENT_TYPES:
             _flush(sink, pending)
             content = sink.content(member)
             left = member
@@ -143,7 +150,8 @@ def _walk(feed: _Feed, sink: Sink) -> _Steps:
             if kind == ord("x"):
                 pax_size = _pax_size(data, pax_size)
             pending += data
-        pending += yield from feed.take(-member % BLOCK)
+        padding = -member % BLOCK
+        pending += feed.now(padding) if feed.ready(padding) else (yield from feed.take(padding))
         if len(pending) > MAX_LITERAL:
             raise NotSplittable("a run of headers longer than a tar needs")
     _flush(sink, pending)
@@ -165,6 +173,18 @@ class _Feed:
         self._at = 0  # in `_held`
         self._ended = False
 
+    def ready(self, n: int) -> bool:
+        """Whether `n` bytes are held: `now` takes them without waiting, as for most
+        headers and files (a generator for each cost more than parsing them)."""
+        return len(self._held) - self._at >= n
+
+    def now(self, n: int) -> bytearray:
+        """The next `n` bytes held, or fewer if fewer are."""
+        data = self._held[self._at : self._at + n]
+        self._at += len(data)
+        self.offset += len(data)
+        return data
+
     def take(self, n: int) -> Generator[None, bytes | bytearray, bytearray]:
         """Exactly `n` bytes."""
         data = yield from self.block(n)
@@ -174,12 +194,9 @@ class _Feed:
 
     def block(self, n: int = BLOCK) -> Generator[None, bytes | bytearray, bytearray]:
         """`n` bytes, or at the end what is left (perhaps none)."""
-        while len(self._held) - self._at < n and (yield from self._more()):
+        while not self.ready(n) and (yield from self._more()):
             pass
-        data = self._held[self._at : self._at + n]
-        self._at += len(data)
-        self.offset += len(data)
-        return data
+        return self.now(n)
 
     def some(self, n: int) -> Generator[None, bytes | bytearray, bytes | bytearray]:
         """At most `n` bytes, at least one unless the tar ended: a big content's pieces
@@ -219,11 +236,26 @@ def _checksum_ok(block: bytes | bytearray) -> bool:
     if not _octal(field):
         return False
     stored = int(field, 8)
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:BLOCK])
+    unsigned = _byte_sum(block) - sum(block[148:156]) + 8 * 32
     if stored == unsigned:
         return True
     high = sum(1 for c in bytes(block[:148]) + bytes(block[156:BLOCK]) if c > 127)
     return stored == unsigned - 256 * high  # old tars summed signed bytes
+
+
+# The sum of a block's bytes in two C calls, not 512 steps of an iterator: 2.4 µs a
+# header against 5.8, 0.4 s of the Debian series' push, all of it holding the GIL. A
+# number modulo 255 is the sum of its bytes modulo 255 (256 is 1 modulo 255), adler32's
+# low half is 1 + the sum modulo 65521, and as 255 * 65521 exceeds what 512 bytes (or
+# any fewer than 65,521) can sum to, the two remainders give the sum (the Chinese
+# remainder theorem).
+_INVERSE = pow(65521 % 255, -1, 255)
+
+
+def _byte_sum(block: bytes | bytearray) -> int:
+    by_255 = int.from_bytes(block, "little") % 255
+    by_65521 = ((zlib.adler32(block) & 0xFFFF) - 1) % 65521
+    return by_65521 + 65521 * ((by_255 - by_65521) * _INVERSE % 255)
 
 
 def _octal(digits: bytes) -> bool:

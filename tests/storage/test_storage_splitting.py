@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from storage import Store, digests, uploads
+from storage import Store, digests, tarsplit, uploads
 from storage.errors import DigestInvalid
 from tests import tars
 from tests.storage.images import git
@@ -190,3 +190,11 @@ def test_a_tar_that_breaks_off_midway_is_stored_whole_and_its_digest_checked(
     assert ".hroot" not in git(store, "ls-tree", "--name-only", staged("t"))
     assert read(store, "t", str(digests.of(bytes(data)))) == bytes(data)
     assert tmp_packs(store) == set()
+
+
+@settings(max_examples=200, derandomize=True, database=None)
+@given(st.binary(max_size=1024) | st.integers(0, 1024).map(lambda n: b"\xff" * n))
+def test_the_header_checksum_sums_bytes_as_sum_does(block: bytes) -> None:
+    """tarsplit's sum of a header's bytes (from two remainders) is the plain sum, up
+    to all bytes 0xff."""
+    assert tarsplit._byte_sum(block) == sum(block)
