@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import subprocess
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -181,4 +182,37 @@ def test_the_store_frees_what_a_write_that_did_not_fit_wrote(store: Store, disk:
     filler.unlink()
     store.put_manifest("app", "v1", image_manifest(config, [layer]))
     assert store.tags("app") == ["v1"]
+    git(store, "fsck", "--strict", "--no-dangling")
+
+
+def files_tar(files: int, size: int) -> bytes:
+    """An uncompressed tar (as `docker save` holds) of `files` random files of `size`."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for number in range(files):
+            member = tarfile.TarInfo(f"usr/lib/{number}.bin")
+            member.size = size
+            tar.addfile(member, io.BytesIO(os.urandom(size)))
+    return out.getvalue()
+
+
+async def test_a_tar_split_as_it_arrives_that_does_not_fit_is_507_and_leaves_no_pack(
+    api: Api, store: Store, disk: Path
+) -> None:
+    """The split's pack and the spool both grow as the tar arrives: whichever finds the
+    disk full first, nothing of either is left, and the push works once there is room,
+    stored as files."""
+    filler = fill(disk, 12 * MiB)
+    layer = files_tar(16, MiB)
+    status, body = await push_chunked(api, "app", layer)
+    assert status == 507, body
+    assert leftovers(store) == []
+    assert list((store.path / "objects" / "pack").glob("tmp_pack_*")) == []
+
+    filler.unlink()
+    assert await push_chunked(api, "app", layer) == (201, {})
+    stored = git(store, "ls-tree", "--name-only", "refs/hroot/staging/app:.hroot/layers/sha256")
+    assert stored.split() == [digest_of(layer).removeprefix("sha256:")]
+    resp = await api.client.get(f"/v2/app/blobs/{digest_of(layer)}")
+    assert hashlib.sha256(await resp.read()).hexdigest() == digest_of(layer).split(":")[1]
     git(store, "fsck", "--strict", "--no-dangling")
