@@ -96,12 +96,19 @@ class PackWriter:
 
     def _put(self, parts: list[bytes | memoryview], oid: bytes, kind: int, size: int) -> None:
         start = self._file.tell()
-        crc = 0
+        self._record(oid, start, self._write(parts), kind, size)
+
+    def _write(self, parts: list[bytes | memoryview], crc: int = 0) -> int:
+        """Append `parts` to the pack; the crc32 `crc` carried on over them."""
         for part in parts:
             crc = isal_zlib.crc32(part, crc)
         self._file.writelines(parts)
-        self._records += _RECORD.pack(oid, start, crc, kind, size)
         self._writeback.wrote()
+        return crc
+
+    def _record(self, oid: bytes, start: int, crc: int, kind: int, size: int) -> None:
+        """Object `oid` was written at `start`: one entry of the index to be."""
+        self._records += _RECORD.pack(oid, start, crc, kind, size)
 
     def taken(self) -> Iterator[bytes]:
         """Every object id this pack was given so far, written or found stored."""
@@ -194,16 +201,16 @@ class BlobWriter:
         self._left = size
         self._compress = compress
         self._held: list[bytes | bytearray] | None = [] if size <= _WHOLE else None
-        self._start = pack._file.tell()
         if self._held is None:
+            self._start = pack._file.tell()
             self._git_id = hashlib.sha1(b"blob %d\x00" % size)
             self._deflater = isal_zlib.compressobj(1) if compress else None
             self._adler = 1
-            header = _entry_header(_TYPES[b"blob"], size)
-            self._crc = isal_zlib.crc32(header)
-            pack._file.write(header)
+            self._crc = pack._write([_entry_header(_TYPES[b"blob"], size)])
 
     def write(self, piece: bytes | bytearray) -> None:
+        if not piece:  # a stream's first piece writes the zlib header: it must have bytes
+            return
         if len(piece) > self._left:
             raise ValueError(f"more than the {self._size} bytes of a blob")
         first = self._left == self._size
@@ -220,10 +227,7 @@ class BlobWriter:
         else:
             self._adler = isal_zlib.adler32(piece, self._adler)
             parts = _stored(piece, first, self._adler, not self._left)
-        for part in parts:
-            self._crc = isal_zlib.crc32(part, self._crc)
-        self._pack._file.writelines(parts)
-        self._pack._writeback.wrote()
+        self._crc = self._pack._write(parts, self._crc)
 
     def finish(self) -> bytes:
         """The blob's binary id, once all its bytes came."""
@@ -237,14 +241,14 @@ class BlobWriter:
         if self._pack._known(oid):
             self.drop()
         else:
-            self._pack._records += _RECORD.pack(
-                oid, self._start, self._crc, _TYPES[b"blob"], self._size
-            )
+            self._pack._record(oid, self._start, self._crc, _TYPES[b"blob"], self._size)
         return oid
 
     def drop(self) -> None:
         """Leave the pack as it was before this blob."""
-        self._held = []
+        if self._held is not None:
+            self._held = []
+            return
         file = self._pack._file
         if file.tell() != self._start:
             file.truncate(self._start)
