@@ -7,7 +7,6 @@ pull reads every byte of every blob and checks its digest.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
+from bench.commands import output
 from bench.images import CHUNK, MANIFEST_TYPE, Descriptor, Image
 
 MANIFEST_TYPES = ", ".join(
@@ -35,7 +35,7 @@ class ClientError(RuntimeError):
 
 
 async def skopeo_copy(source: str, destination: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
+    await output(
         "skopeo",
         "copy",
         "--quiet",
@@ -43,13 +43,8 @@ async def skopeo_copy(source: str, destination: str) -> None:
         "--dest-tls-verify=false",
         source,
         destination,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        error=ClientError,
     )
-    _, stderr = await proc.communicate()
-    if proc.returncode != 0:
-        raise ClientError(f"skopeo copy {source} {destination}: {stderr.decode().strip()}")
 
 
 async def _check(response: aiohttp.ClientResponse, *expected: int) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.commands import output
 from storage import names
 
 READY_TIMEOUT = 60.0
@@ -202,19 +203,7 @@ class Hroot(Server):
 
     async def git(self, *args: str) -> str:
         """git on the data folder (a bare repository); its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "--git-dir",
-            str(self.data),
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise ServerError(f"git {' '.join(args)}: {err.decode().strip()}")
-        return out.decode()
+        return await output("git", "--git-dir", str(self.data), *args, error=ServerError)
 
     async def settle(self, timeout: float = 600) -> None:
         """Wait for a `git gc --auto` hroot started (git holds gc.pid while it runs): a
