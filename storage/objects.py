@@ -297,7 +297,9 @@ def freshen(store: DiskObjectStore, oid: bytes) -> bool:
             continue
         except (FileNotFoundError, PackFileDisappeared):  # repacked meanwhile: look again
             return freshen(store, oid)
-        with contextlib.suppress(FileNotFoundError):  # repacked meanwhile: it is elsewhere
+        # repacked meanwhile: it is elsewhere (dulwich opens the pack file only now, and
+        # says PackFileDisappeared when git removed it after its index was read)
+        with contextlib.suppress(FileNotFoundError, PackFileDisappeared):
             os.utime(pack.data.path)
             return True
         return freshen(store, oid)
